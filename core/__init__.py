@@ -1,0 +1,1 @@
+"""The asynclm engine: CML, the decode loop, the executor and events. No UI imports."""

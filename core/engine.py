@@ -1,0 +1,453 @@
+"""The engine: a token-by-token decode loop on its own thread, with interrupts at safe points.
+
+One iteration: inject whatever interrupts are queued (if this is a safe point), read the logits, let
+the policy choose a token under the monitor's mask, feed the monitor, hand any finished call to the
+executor (it starts before its ``[END]`` is even evaluated), evaluate the token, and trap if the
+model asked to. Interrupts are appended to the KV cache; the prefix is never re-evaluated.
+
+Modes, as the CML spec defines them:
+- ``async``: calls start at their ``[END]``; decoding waits only at a trap.
+- ``sync``: decoding waits at each call's ``[END]`` until its result has been injected.
+- ``sync-parallel``: calls are collected; at a trap or end of sequence they run together and decoding
+  resumes when all have returned.
+
+Thread-safe entry points: ``send``, ``interrupt``, ``stop``, ``cancel``, ``confirm``, ``set_mode``,
+``new_session``, ``close``. Everything the engine does is reported as events (``core.events``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import events as ev
+from .cml import (
+    CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload, is_call_id,
+    parse_call, CANCELLED_PAYLOAD,
+)
+from .dialect import Dialect, select_dialect
+from .executor import Call, Executor, Toolbox
+from .interrupts import Interrupt, InterruptQueue
+from .llama import ContextFull, LlamaBackend
+from .monitor import Monitor
+from .policy import Policy, SampledPolicy
+from .sampling import Sampler, SamplingSettings
+
+log = logging.getLogger("asynclm.engine")
+
+
+class Mode(str, enum.Enum):
+    ASYNC = "async"
+    SYNC = "sync"
+    SYNC_PARALLEL = "sync-parallel"
+
+    @classmethod
+    def parse(cls, text: str) -> "Mode":
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(
+                f"unknown mode {text!r}; choose one of: {', '.join(m.value for m in cls)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    mode: Mode = Mode.ASYNC
+    payload_limit: int = 2000
+    max_concurrency: int = 8
+    max_block_tokens: int = 1024
+    max_turn_tokens: int = 4096
+    default_timeout: float = 60.0
+
+
+STOPPED_NOTE = "the user stopped the answer"
+NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: LlamaBackend,
+        tools: Toolbox,
+        *,
+        policy: Policy | None = None,
+        dialect: Dialect | str | None = None,
+        config: EngineConfig = EngineConfig(),
+        sampling: SamplingSettings | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tools = tools
+        self.config = config
+        self.mode = config.mode
+        self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
+        self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
+        self.queue = InterruptQueue()
+        self._sinks: list[Callable[[ev.Event], None]] = []
+        self.executor = Executor(tools, self.queue, self._emit,
+                                 max_concurrency=config.max_concurrency,
+                                 payload_limit=config.payload_limit,
+                                 default_timeout=config.default_timeout)
+        self._stop = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="asynclm-decode", daemon=True)
+        self._turn_cond = threading.Condition()
+        self._turns_ended = 0
+        self._in_turn = False
+        self.turn = 0
+        # Session state, touched only by the decode thread (or while it is idle).
+        self._call_ids: set[str] = set()
+        self._rejected: set[str] = set()
+        self._outstanding: set[str] = set()
+        self._collected: list[Call] = []
+        self._prefix: list[int] = []
+        self._monitor: Monitor | None = None
+
+    # --- events -------------------------------------------------------------------------------
+
+    def subscribe(self, sink: Callable[[ev.Event], None]) -> None:
+        self._sinks.append(sink)
+
+    def unsubscribe(self, sink: Callable[[ev.Event], None]) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def _emit(self, event: ev.Event) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(event)
+            except Exception:  # a front end's bug must never stop decoding
+                log.exception("event subscriber failed on %s", event.type)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> "Engine":
+        self.executor.start()
+        self._begin_session()
+        self._thread.start()
+        return self
+
+    def _begin_session(self) -> None:
+        self._call_ids.clear()
+        self._rejected.clear()
+        self._outstanding.clear()
+        self._collected.clear()
+        self._prefix = self.dialect.session_start()
+        tools_text = self.tools.describe()
+        self._emit(ev.SessionStarted(model=self.backend.info.name, dialect=self.dialect.name,
+                                     mode=self.mode.value, n_ctx=self.backend.n_ctx, tools=tools_text))
+        self._queue(Interrupt("system", tools_text, "system"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._closed.set()
+        self.queue.wake()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self.executor.cancel_all()
+        self.executor.close()
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- thread-safe entry points -------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._in_turn
+
+    def send(self, text: str) -> None:
+        """What the user typed: starts a turn when idle, or enters the running answer."""
+        self.interrupt("user", text)
+
+    def interrupt(self, source: str, text: str) -> None:
+        kind = source if source in ("user", "system") else "result"
+        self._queue(Interrupt(source, text, kind))
+
+    def _queue(self, interrupt: Interrupt) -> None:
+        self.queue.put(interrupt)
+        self._emit(ev.InterruptQueued(source=interrupt.source, kind=interrupt.kind,
+                                      payload=interrupt.payload))
+
+    def stop(self) -> bool:
+        """End the answer at the next token boundary; pending calls are cancelled."""
+        if not self._in_turn:
+            return False
+        self._stop.set()
+        self.queue.wake()
+        return True
+
+    def cancel(self, call_id: str) -> bool:
+        return self.executor.cancel(call_id)
+
+    def confirm(self, call_id: str, allowed: bool) -> None:
+        self.executor.confirm(call_id, allowed)
+
+    def set_mode(self, mode: Mode | str) -> None:
+        self.mode = Mode.parse(mode) if isinstance(mode, str) else mode
+        self._emit(ev.ModeChanged(mode=self.mode.value))
+
+    def wait_turn(self, after: int, timeout: float | None = None) -> bool:
+        """Block until more than ``after`` turns have ended (see ``turns_ended``)."""
+        with self._turn_cond:
+            return self._turn_cond.wait_for(lambda: self._turns_ended > after, timeout)
+
+    @property
+    def turns_ended(self) -> int:
+        return self._turns_ended
+
+    def ask(self, text: str, timeout: float | None = None) -> bool:
+        """Send ``text`` and wait until the turn it belongs to has ended."""
+        before = self._turns_ended
+        self.send(text)
+        return self.wait_turn(before, timeout)
+
+    def new_session(self, timeout: float = 10.0) -> None:
+        """Stop whatever runs, forget the context and start over with the same model and tools."""
+        before = self._turns_ended
+        if self.stop():
+            self.wait_turn(before, timeout)
+        self.executor.cancel_all()
+        self.queue.drain()
+        self.backend.reset()
+        self._begin_session()
+
+    # --- the decode thread --------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        def user_waiting(items: list[Interrupt]) -> bool:
+            return any(i.source == "user" for i in items)
+
+        while not self._closed.is_set():
+            if not self.queue.wait(user_waiting, self._closed.is_set):
+                break
+            try:
+                self._run_turn()
+            except Exception:  # keep the session alive whatever happened in one turn
+                log.exception("turn failed")
+
+    def _pending(self) -> bool:
+        return bool(self._outstanding or self._collected or len(self.queue))
+
+    def _run_turn(self) -> None:
+        self.turn += 1
+        self._stop.clear()
+        first_user = next((i.payload for i in self.queue.snapshot() if i.source == "user"), "")
+        with self._turn_cond:
+            self._in_turn = True
+        self._emit(ev.TurnStarted(turn=self.turn, text=first_user))
+        monitor = self._monitor = self.dialect.new_monitor(self.config.max_block_tokens)
+        backend, policy = self.backend, self.policy
+        answer: list[str] = []
+        generated = 0
+        self._injected = 0
+        decode_seconds = 0.0
+        reason = "done"
+        try:
+            prefix, self._prefix = self._prefix, []
+            self._inject(prefix, notify=False)
+            policy.start_turn(self.turn, self.dialect)
+            while True:
+                if self._stop.is_set():
+                    reason = "stopped"
+                    break
+                if len(self.queue) and monitor.safe:
+                    self._inject()
+                if generated >= self.config.max_turn_tokens:
+                    reason = "length"
+                    self._emit(ev.Notice(level="warning", message=(
+                        f"The answer reached {generated} tokens and was ended there.")))
+                    break
+                t0 = time.perf_counter()
+                token = policy.choose(backend.logits(), monitor.banned())
+                if backend.is_eog(token):
+                    if self._pending():
+                        decode_seconds += time.perf_counter() - t0
+                        self._trap("end-of-sequence")
+                        continue
+                    self._prefix = [token]
+                    break
+                items = monitor.feed(token)
+                policy.accept(token)
+                text, trap, sync_ids = "", False, []
+                for item in items:
+                    if isinstance(item, Text):
+                        text += item.text
+                    elif isinstance(item, CallClosed):
+                        started = self._handle_call(item)
+                        if started and self.mode is Mode.SYNC:
+                            sync_ids.append(started)
+                    elif isinstance(item, TrapClosed):
+                        trap = True
+                    elif isinstance(item, Malformed):
+                        self._malformed(item)
+                backend.eval([token])
+                generated += 1
+                decode_seconds += time.perf_counter() - t0
+                if text:
+                    answer.append(text)
+                self._emit(ev.TokenGenerated(token=token, text=text, in_block=monitor.in_block))
+                if sync_ids:
+                    self._wait_for(sync_ids, "sync")
+                if trap:
+                    self._trap("trap")
+        except ContextFull as exc:
+            reason = "context_full"
+            self._emit(ev.Notice(level="error", message=(
+                f"{exc} The turn ended here; the transcript is kept. Start a new session to go on.")))
+        except Exception as exc:
+            reason = "error"
+            log.exception("decode loop failed")
+            self._emit(ev.Notice(level="error", message=f"The answer failed: {type(exc).__name__}: {exc}"))
+        finally:
+            tail = [i.text for i in monitor.flush() if isinstance(i, Text)]
+            if tail:
+                answer.extend(tail)
+            if reason != "done":
+                self._abort(monitor, reason)
+            self._emit(ev.Stats(
+                generated=generated, injected=self._injected, decode_seconds=decode_seconds,
+                tokens_per_second=generated / decode_seconds if decode_seconds > 0 else 0.0,
+                n_past=backend.n_past, n_ctx=backend.n_ctx, pending=len(self._outstanding)))
+            self._monitor = None
+            with self._turn_cond:
+                self._in_turn = False
+            self._emit(ev.TurnEnded(turn=self.turn, reason=reason, text="".join(answer)))
+            with self._turn_cond:
+                self._turns_ended += 1
+                self._turn_cond.notify_all()
+
+    # --- injection and waiting ----------------------------------------------------------------
+
+    def _inject(self, prefix: list[int] | None = None, notify: bool = True) -> None:
+        items = self.queue.drain()
+        if prefix:
+            try:
+                self.backend.eval(prefix)
+            except ContextFull:
+                self.queue.put_front(items)
+                self._prefix = prefix
+                raise
+        if not items:
+            return
+        tokens, text = self.dialect.encode_interrupts(items)
+        position = self.backend.n_past
+        try:
+            self.backend.eval(tokens)
+        except ContextFull:
+            self.queue.put_front(items)
+            raise
+        now = time.monotonic()
+        sources = tuple(i.source for i in items)
+        self._outstanding.difference_update(sources)
+        self._injected += len(tokens)
+        self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
+                                        text=text, latency=now - min(i.queued_at for i in items)))
+        if notify:
+            self.policy.injected(items)
+
+    def _wait(self, reason: str, ready: Callable[[list[Interrupt]], bool]) -> None:
+        started = time.monotonic()
+        self._emit(ev.TrapEntered(reason=reason, waiting_on=tuple(sorted(self._outstanding))))
+        arrived = self.queue.wait(ready, self._stop.is_set)
+        self._emit(ev.TrapLeft(waited=time.monotonic() - started))
+        if arrived:
+            self._inject()
+
+    def _wait_for(self, call_ids: list[str], reason: str) -> None:
+        wanted = set(call_ids)
+        self._wait(reason, lambda items: wanted <= {i.source for i in items})
+
+    def _trap(self, reason: str) -> None:
+        if self._collected:
+            batch, self._collected = self._collected, []
+            for call in batch:
+                self.executor.submit(call)
+                self._outstanding.add(call.call_id)
+            self._wait_for([c.call_id for c in batch], "sync-parallel")
+            return
+        if not self._outstanding and not len(self.queue):
+            self._queue(Interrupt("system", NOTHING_PENDING_NOTE, "system"))
+        self._wait(reason, lambda items: bool(items))
+
+    def _abort(self, monitor: Monitor, reason: str) -> None:
+        """Leave the context consistent after an answer ended early."""
+        if monitor.in_block:
+            monitor.abandon()
+            try:
+                self.backend.eval(self.dialect.encode([Marker.END]))
+            except ContextFull:
+                pass
+        for call in self._collected:
+            self._emit(ev.CallCancelled(call_id=call.call_id, name=call.name, elapsed=0.0))
+            self._queue(Interrupt(call.call_id, CANCELLED_PAYLOAD, "cancelled"))
+        self._collected.clear()
+        if reason == "stopped":
+            self._queue(Interrupt("system", STOPPED_NOTE, "system"))
+        self.executor.cancel_all()
+
+    # --- calls --------------------------------------------------------------------------------
+
+    def _reject(self, call_id: str, raw: str, kind: str, message: str) -> None:
+        source = call_id if is_call_id(call_id) else "system"
+        self._emit(ev.CallRejected(call_id=call_id, raw=raw, reason=error_payload(kind, message)))
+        if source == "system":
+            message = f"a call with id {call_id!r} was not run: {message}"
+        self._queue(Interrupt(source, error_payload(kind, message), "error"))
+
+    def _malformed(self, item: Malformed) -> None:
+        self._emit(ev.Notice(level="warning", message=f"The model wrote a broken block: {item.reason}."))
+        if "block ran past" in item.reason:
+            # The block was abandoned mid-way; close it in the context so the grammar holds.
+            self.backend.eval(self.dialect.encode([Marker.END]))
+            self._queue(Interrupt("system", error_payload("MalformedBlock", item.reason), "error"))
+
+    def _handle_call(self, item: CallClosed) -> str | None:
+        """Validate a finished call block and start it (or collect it); returns its id if started."""
+        cid, raw = item.call_id, item.raw
+        if not cid:
+            self._reject(cid, raw, "MissingCallId", "every call needs an id before [HEAD]")
+            return None
+        if not is_call_id(cid):
+            self._reject(cid, raw, "BadCallId", f"{cid!r} is not a Python identifier")
+            return None
+        if cid in self._call_ids:
+            self._reject(cid, raw, "DuplicateCallId", f"the id {cid} is already used in this session")
+            return None
+        self._call_ids.add(cid)
+        try:
+            expr = parse_call(item.expr)
+        except CallSyntaxError as exc:
+            self._rejected.add(cid)
+            self._reject(cid, raw, "CallSyntaxError", str(exc))
+            return None
+        if self.tools.get(expr.name) is None:
+            self._rejected.add(cid)
+            names = getattr(self.tools, "names", lambda: [])()
+            known = f"; the tools are: {', '.join(names)}" if names else ""
+            self._reject(cid, raw, "UnknownTool", f"there is no tool named {expr.name!r}{known}")
+            return None
+        for ref in expr.refs:
+            if ref not in self._call_ids or ref == cid:
+                self._rejected.add(cid)
+                self._reject(cid, raw, "UnknownReference", f"{ref} is not the id of an earlier call")
+                return None
+            if ref in self._rejected:
+                self._rejected.add(cid)
+                self._reject(cid, raw, "DependencyFailed", f"depends on {ref}, which was not run")
+                return None
+        self._emit(ev.CallDetected(call_id=cid, name=expr.name, expr=expr.render(), refs=expr.refs))
+        call = Call(cid, expr)
+        if self.mode is Mode.SYNC_PARALLEL:
+            self._collected.append(call)
+            return None
+        self._outstanding.add(cid)
+        self.executor.submit(call)
+        return cid

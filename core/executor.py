@@ -1,0 +1,262 @@
+"""The executor: every call is an asyncio task on the executor's own loop thread.
+
+A call starts as soon as it is submitted (or, with dataflow references, as soon as every call it
+references has returned, receiving their result values). Each tool has a timeout; a call can be
+cancelled by id; a dangerous tool waits for the user's confirmation; concurrency is bounded. Every
+outcome (result, error, cancellation) becomes an interrupt on the queue, timestamped, and an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+from . import events as ev
+from .cml import CANCELLED_PAYLOAD, CallExpr, Ref, error_payload, render_payload, render_value
+from .interrupts import Interrupt, InterruptQueue
+
+
+class Tool(Protocol):
+    name: str
+    timeout: float | None
+    dangerous: bool
+    cancellable: bool
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map the model's arguments onto the parameters, validated; raise ValueError/TypeError."""
+
+    def invoke(self, arguments: dict[str, Any]) -> Awaitable[Any]: ...
+
+    def observe(self, seconds: float) -> None:
+        """Record an observed latency (for the LPT estimate)."""
+
+
+class Toolbox(Protocol):
+    def get(self, name: str) -> Tool | None: ...
+
+    def describe(self) -> str:
+        """The session's tool list as the model reads it."""
+
+
+@dataclass(frozen=True)
+class Call:
+    call_id: str
+    expr: CallExpr
+
+    @property
+    def name(self) -> str:
+        return self.expr.name
+
+
+class CallFailure(Exception):
+    """A failure with a type name and message chosen for the model (not a Python exception)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Outcome:
+    __slots__ = ("ok", "value", "detail")
+
+    def __init__(self, ok: bool, value: Any = None, detail: str = "") -> None:
+        self.ok, self.value, self.detail = ok, value, detail
+
+
+Confirmer = Callable[[Call], Awaitable[bool]]
+
+
+class Executor:
+    def __init__(
+        self,
+        tools: Toolbox,
+        queue: InterruptQueue,
+        emit: Callable[[ev.Event], None],
+        *,
+        max_concurrency: int = 8,
+        payload_limit: int = 2000,
+        default_timeout: float = 60.0,
+    ) -> None:
+        self.tools = tools
+        self.queue = queue
+        self.emit = emit
+        self.payload_limit = payload_limit
+        self.default_timeout = default_timeout
+        self.max_concurrency = max_concurrency
+        self.confirmer: Confirmer | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="asynclm-executor", daemon=True)
+        self._ready = threading.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: dict[str, asyncio.Future[_Outcome]] = {}
+        self._confirmations: dict[str, asyncio.Future[bool]] = {}
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+            self._ready.wait()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        self._loop.call_soon(self._ready.set)
+        self._loop.run_forever()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+    # --- thread-safe entry points -------------------------------------------------------------
+
+    def submit(self, call: Call) -> None:
+        with self._lock:
+            self._running.add(call.call_id)
+        self._loop.call_soon_threadsafe(self._spawn, call)
+
+    def cancel(self, call_id: str) -> bool:
+        """Cancel one call; False if it is not pending."""
+        with self._lock:
+            if call_id not in self._running:
+                return False
+        self._loop.call_soon_threadsafe(self._cancel, call_id)
+        return True
+
+    def cancel_all(self) -> list[str]:
+        with self._lock:
+            ids = sorted(self._running)
+        for call_id in ids:
+            self._loop.call_soon_threadsafe(self._cancel, call_id)
+        return ids
+
+    def confirm(self, call_id: str, allowed: bool) -> None:
+        def answer() -> None:
+            fut = self._confirmations.get(call_id)
+            if fut is not None and not fut.done():
+                fut.set_result(allowed)
+
+        self._loop.call_soon_threadsafe(answer)
+
+    def pending(self) -> set[str]:
+        with self._lock:
+            return set(self._running)
+
+    def run_coroutine(self, coro: Awaitable[Any]) -> "asyncio.Future[Any]":
+        """Run a coroutine on the executor's loop (front ends' I/O, such as the transcript)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+
+    # --- on the loop --------------------------------------------------------------------------
+
+    def _spawn(self, call: Call) -> None:
+        self._outcomes[call.call_id] = self._loop.create_future()
+        self._tasks[call.call_id] = self._loop.create_task(self._run(call))
+
+    def _cancel(self, call_id: str) -> None:
+        task = self._tasks.get(call_id)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _run(self, call: Call) -> None:
+        start = time.monotonic()
+        tool = self.tools.get(call.name)
+        outcome: _Outcome
+        try:
+            if tool is None:
+                raise CallFailure("UnknownTool", f"there is no tool named {call.name!r}")
+            args, kwargs = await self._resolve(call)
+            arguments = tool.bind(args, kwargs)
+            if tool.dangerous and not await self._confirmed(call):
+                raise CallFailure("NotConfirmed", f"the user did not allow {call.name} to run")
+            assert self._semaphore is not None
+            async with self._semaphore:
+                started = time.monotonic()
+                self.emit(ev.CallStarted(call_id=call.call_id, name=call.name))
+                timeout = tool.timeout if tool.timeout is not None else self.default_timeout
+                try:
+                    value = await asyncio.wait_for(tool.invoke(arguments), timeout)
+                except asyncio.TimeoutError:
+                    raise CallFailure("TimeoutError", f"no result within {timeout:g}s") from None
+                tool.observe(time.monotonic() - started)
+            outcome = _Outcome(True, value)
+            full = render_value(value)
+            self.emit(ev.CallFinished(call_id=call.call_id, name=call.name, result=full,
+                                      elapsed=time.monotonic() - start))
+            self._answer(call, Interrupt(call.call_id, render_payload(full, self.payload_limit), "result"))
+        except asyncio.CancelledError:
+            outcome = _Outcome(False, detail="was cancelled")
+            self.emit(ev.CallCancelled(call_id=call.call_id, name=call.name,
+                                       elapsed=time.monotonic() - start))
+            self._answer(call, Interrupt(call.call_id, CANCELLED_PAYLOAD, "cancelled"))
+        except Exception as exc:  # a tool's own failure is data for the model, never a crash
+            kind, message = (exc.kind, str(exc)) if isinstance(exc, CallFailure) else (
+                type(exc).__name__, str(exc))
+            payload = error_payload(kind, message)
+            outcome = _Outcome(False, detail=f"failed ({payload})")
+            self.emit(ev.CallFailed(call_id=call.call_id, name=call.name, error=payload,
+                                    elapsed=time.monotonic() - start))
+            self._answer(call, Interrupt(call.call_id, render_payload(payload, self.payload_limit), "error"))
+        finally:
+            self._tasks.pop(call.call_id, None)
+        fut = self._outcomes[call.call_id]
+        if not fut.done():
+            fut.set_result(outcome)
+
+    def _answer(self, call: Call, interrupt: Interrupt) -> None:
+        # Queue before marking the call done, so "nothing running" implies "its interrupt is queued".
+        self.queue.put(interrupt)
+        self.emit(ev.InterruptQueued(source=interrupt.source, kind=interrupt.kind,
+                                     payload=interrupt.payload))
+        with self._lock:
+            self._running.discard(call.call_id)
+        self.queue.wake()
+
+    async def _resolve(self, call: Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        refs = call.expr.refs
+        if not refs:
+            return call.expr.args, call.expr.kwargs
+        unknown = [r for r in refs if r not in self._outcomes]
+        if unknown:
+            raise CallFailure("UnknownReference", f"{unknown[0]} is not an earlier call")
+        waiting = [r for r in refs if not self._outcomes[r].done()]
+        if waiting:
+            self.emit(ev.CallWaiting(call_id=call.call_id, on=tuple(waiting)))
+        values: dict[str, Any] = {}
+        for ref in refs:
+            outcome = await asyncio.shield(self._outcomes[ref])
+            if not outcome.ok:
+                raise CallFailure("DependencyFailed", f"depends on {ref}, which {outcome.detail}")
+            values[ref] = outcome.value
+
+        def sub(v: Any) -> Any:
+            return values[v.call_id] if isinstance(v, Ref) else v
+
+        return tuple(sub(v) for v in call.expr.args), {k: sub(v) for k, v in call.expr.kwargs.items()}
+
+    async def _confirmed(self, call: Call) -> bool:
+        if self.confirmer is not None:
+            return await self.confirmer(call)
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        self._confirmations[call.call_id] = fut
+        self.emit(ev.CallNeedsConfirmation(call_id=call.call_id, name=call.name, expr=call.expr.render()))
+        try:
+            return await fut
+        finally:
+            self._confirmations.pop(call.call_id, None)

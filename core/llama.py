@@ -1,0 +1,324 @@
+"""The llama.cpp backend: load a GGUF, tokenize, evaluate into the KV cache, read the last logits.
+
+Built on llama-cpp-python's low-level bindings rather than its ``Llama`` class: the decode loop needs
+exactly one thing per token (append it, read the new logits) and nothing else on the hot path. The
+logits are read from the context itself with ``llama_get_logits_ith`` (``Llama.scores`` is only
+filled with ``logits_all=True`` and is otherwise stale).
+
+Evaluation only ever appends: the context's positions are assigned by llama.cpp from what the KV cache
+already holds, so an injected interrupt costs exactly its own tokens and the prefix is never
+re-evaluated.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("asynclm.llama")
+
+GGUF_MAGIC = b"GGUF"
+TOKEN_ATTR_CONTROL = 1 << 3  # llama_token_attr: LLAMA_TOKEN_ATTR_CONTROL
+
+
+class ModelError(Exception):
+    """A model that cannot be used; the message is one sentence for the user."""
+
+
+class ContextFull(Exception):
+    """The context window has no room for the tokens asked to evaluate."""
+
+    def __init__(self, n_ctx: int, n_past: int, n_new: int):
+        super().__init__(
+            f"The context window of {n_ctx} tokens is full ({n_past} used, {n_new} more needed)."
+        )
+        self.n_ctx, self.n_past, self.n_new = n_ctx, n_past, n_new
+
+
+# llama.cpp logs through a process-wide callback; keep recent lines to explain load failures.
+_recent_log: collections.deque[str] = collections.deque(maxlen=40)
+_log_callback = None
+
+
+def _install_log_callback() -> None:
+    global _log_callback
+    import llama_cpp
+
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", errors="replace").rstrip()
+        if line:
+            _recent_log.append(line)
+            log.debug("%s", line)
+
+    _log_callback = on_log  # keep a reference: llama.cpp holds only the raw pointer
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_model_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse, with one sentence, a path that cannot be a usable GGUF model."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"No model file at {p}.")
+    if p.is_dir():
+        raise ModelError(f"{p} is a directory, not a GGUF model file.")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(4)
+    except PermissionError:
+        raise ModelError(f"Cannot read the model file {p}: permission denied.") from None
+    except OSError as exc:
+        raise ModelError(f"Cannot read the model file {p}: {exc.strerror or exc}.") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{p} is not a GGUF model file (it does not start with the GGUF magic bytes).")
+    size = p.stat().st_size
+    available = _available_memory()
+    if available is not None and size > available:
+        raise ModelError(
+            f"{p} is {size / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB of memory is "
+            "available; choose a smaller or more quantised model."
+        )
+    return p
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    name: str
+    description: str
+    n_params: int
+    size_bytes: int
+    n_ctx_train: int
+    metadata: dict[str, str]
+
+
+class LlamaBackend:
+    """One model, one context, one sequence: append tokens, read logits."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        p = check_model_file(path)
+        import llama_cpp
+
+        self._lib = llama_cpp
+        _install_log_callback()
+        llama_cpp.llama_backend_init()
+        _recent_log.clear()
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(p).encode(), mparams)
+        if not model:
+            raise ModelError(
+                f"llama.cpp could not load {p}: {self._load_failure_reason()}."
+            )
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
+
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx if n_ctx > 0 else n_ctx_train
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = False
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            self._model = None
+            raise ModelError(
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {p}: "
+                f"{self._load_failure_reason()}."
+            )
+        self._ctx = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(ctx)
+        self.n_batch = n_batch
+        self.n_threads = threads
+        self.n_past = 0
+        self.n_evaluated = 0  # tokens evaluated since load (never reset): the prefix-reuse witness
+
+        self._one = (llama_cpp.llama_token * 1)()
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        self._eog = np.zeros(self.n_vocab, dtype=bool)
+        for tok in range(self.n_vocab):
+            if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                self._eog[tok] = True
+        self.eos = llama_cpp.llama_vocab_eos(self._vocab)
+        self.bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.info = self._read_info(p, n_ctx_train)
+
+    # --- model facts --------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_failure_reason() -> str:
+        lines = list(_recent_log)
+        # Prefer llama.cpp's specific "error loading model: <why>" over its generic last words.
+        for marker in ("error loading model: ", "error: ", "failed to "):
+            for line in reversed(lines):
+                if marker in line and "failed to load model" not in line:
+                    reason = line.split(marker, 1)[1] if marker != "failed to " else line
+                    return reason.strip().rstrip(".")
+        return "the file is corrupt, truncated, or of an architecture this llama.cpp does not support"
+
+    def _read_info(self, p: Path, n_ctx_train: int) -> ModelInfo:
+        lib = self._lib
+        meta: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(1 << 16)
+        for i in range(lib.llama_model_meta_count(self._model)):
+            n = lib.llama_model_meta_key_by_index(self._model, i, buf, ctypes.sizeof(buf))
+            key = buf.value.decode("utf-8", errors="replace") if n >= 0 else ""
+            n = lib.llama_model_meta_val_str_by_index(self._model, i, buf, ctypes.sizeof(buf))
+            if key and n >= 0:
+                meta[key] = buf.value.decode("utf-8", errors="replace")
+        desc_buf = ctypes.create_string_buffer(256)
+        lib.llama_model_desc(self._model, desc_buf, ctypes.sizeof(desc_buf))
+        return ModelInfo(
+            path=str(p),
+            name=meta.get("general.name") or p.stem,
+            description=desc_buf.value.decode("utf-8", errors="replace"),
+            n_params=int(lib.llama_model_n_params(self._model)),
+            size_bytes=int(lib.llama_model_size(self._model)),
+            n_ctx_train=int(n_ctx_train),
+            metadata=meta,
+        )
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._eog[token])
+
+    @property
+    def eog_tokens(self) -> np.ndarray:
+        return np.flatnonzero(self._eog)
+
+    def is_control(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_get_attr(self._vocab, token) & TOKEN_ATTR_CONTROL)
+
+    def control_token(self, text: str) -> int | None:
+        """The id of the control token spelled ``text``, if the vocabulary has one."""
+        toks = self.tokenize(text, special=True)
+        if len(toks) == 1 and self.is_control(toks[0]):
+            return toks[0]
+        return None
+
+    # --- text <-> tokens ----------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, special: bool = False, add_bos: bool = False) -> list[int]:
+        """Tokenize; ``special`` parses control-token spellings and is only for engine-written text."""
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (self._lib.llama_token * cap)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, special)
+        if n < 0:
+            cap = -n
+            buf = (self._lib.llama_token * cap)()
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, special)
+            if n < 0:
+                raise ValueError(f"could not tokenize a text of {len(data)} bytes")
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token contributes to the text (control tokens render as their spelling)."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, True)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, big, -n, 0, True)
+            data = big.raw[:n]
+        else:
+            data = self._piece_buf.raw[:n]
+        self._pieces[token] = data
+        return data
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def eval(self, tokens: list[int]) -> None:
+        """Append ``tokens`` to the context; afterwards ``logits()`` is for the last one."""
+        n = len(tokens)
+        if n == 0:
+            return
+        if self.n_past + n > self.n_ctx:
+            raise ContextFull(self.n_ctx, self.n_past, n)
+        lib = self._lib
+        if n == 1:
+            self._one[0] = tokens[0]
+            rc = lib.llama_decode(self._ctx, lib.llama_batch_get_one(self._one, 1))
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc}")
+        else:
+            for start in range(0, n, self.n_batch):
+                chunk = tokens[start:start + self.n_batch]
+                arr = (lib.llama_token * len(chunk))(*chunk)
+                rc = lib.llama_decode(self._ctx, lib.llama_batch_get_one(arr, len(chunk)))
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode failed with code {rc}")
+        self.n_past += n
+        self.n_evaluated += n
+
+    def logits(self) -> np.ndarray:
+        """The last evaluated token's logits, read from the context (a view, valid until next eval)."""
+        ptr = self._lib.llama_get_logits_ith(self._ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def kv_positions(self) -> int:
+        """How many positions the KV cache holds for the sequence, as llama.cpp itself reports."""
+        return int(self._lib.llama_memory_seq_pos_max(self._memory, 0)) + 1
+
+    def perf_eval_counts(self) -> tuple[int, int]:
+        """llama.cpp's own counts of (prompt-evaluated, generated) tokens since the last reset."""
+        data = self._lib.llama_perf_context(self._ctx)
+        return int(data.n_p_eval), int(data.n_eval)
+
+    def reset(self) -> None:
+        """Empty the context (a new session)."""
+        self._lib.llama_memory_clear(self._memory, True)
+        self.n_past = 0
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            self._lib.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,141 @@
+"""Shared fixtures: a tiny random-weights GGUF built on the spot, engines over it, an event log."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pytest
+
+from asynclm.core import events as ev
+from asynclm.core.engine import Engine, EngineConfig, Mode
+from asynclm.core.llama import LlamaBackend
+from asynclm.core.modelgen import write_random_llama
+from asynclm.core.policy import ScriptedPolicy
+from asynclm.tools.builtins import default_registry
+from asynclm.tools.registry import Registry
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_llama(tmp_path_factory.mktemp("models") / "tiny.gguf", seed=7)
+
+
+class EventLog:
+    """Every event an engine emitted, in order, with helpers to query and wait."""
+
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+        self._cond = threading.Condition()
+        self.hooks: list[Callable[[ev.Event], None]] = []
+
+    def __call__(self, event: ev.Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+        for hook in self.hooks:
+            hook(event)
+
+    def of(self, *types: type) -> list[Any]:
+        with self._cond:
+            return [e for e in self.events if isinstance(e, types)]
+
+    def first(self, kind: type, **match: Any) -> Any:
+        for e in self.of(kind):
+            if all(getattr(e, k) == v for k, v in match.items()):
+                return e
+        raise AssertionError(f"no {kind.__name__} with {match}")
+
+    def index(self, event: ev.Event) -> int:
+        return next(i for i, e in enumerate(self.events) if e is event)
+
+    def wait_for(self, pred: Callable[[ev.Event], bool], timeout: float = 10.0) -> ev.Event:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self.events:
+                    if pred(e):
+                        return e
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("timed out waiting for an event")
+                self._cond.wait(remaining)
+
+    def answer(self, turn: int = 1) -> str:
+        return self.first(ev.TurnEnded, turn=turn).text
+
+
+def make_test_tools() -> Registry:
+    """Built-in tools plus a few with known misbehaviour."""
+    reg = default_registry()
+
+    def boom(message: str = "it broke") -> str:
+        """Always raises."""
+        raise RuntimeError(message)
+
+    async def hang() -> str:
+        """Never returns on its own."""
+        await asyncio.sleep(3600)
+        return "unreachable"
+
+    def huge(n: int = 1_000_000) -> str:
+        """Returns n characters."""
+        return "x" * n
+
+    async def echo(text: str, delay: float = 0.0) -> str:
+        """Returns its text after a delay."""
+        await asyncio.sleep(delay)
+        return text
+
+    async def number(value: int, delay: float = 0.0) -> int:
+        """Returns its value after a delay."""
+        await asyncio.sleep(delay)
+        return value
+
+    async def double(x: int) -> int:
+        """Twice x."""
+        return 2 * x
+
+    reg.add(boom, estimate=0.001)
+    reg.add(hang, estimate=1.0, timeout=0.3)
+    reg.add(huge, estimate=0.01)
+    reg.add(echo, estimate=0.01)
+    reg.add(number, estimate=0.01)
+    reg.add(double, estimate=0.001)
+    return reg
+
+
+@pytest.fixture
+def make_engine(tiny_model: Path):
+    """Factory: an engine on the tiny model driven by a script; closed after the test."""
+    made: list[Engine] = []
+
+    def factory(
+        turns: Iterable[str] = (),
+        *,
+        reactions: dict[str, str] | None = None,
+        mode: Mode = Mode.ASYNC,
+        dialect: str = "native",
+        tools: Registry | None = None,
+        n_ctx: int = 4096,
+        config: EngineConfig | None = None,
+        policy: Any = None,
+    ) -> tuple[Engine, EventLog]:
+        backend = LlamaBackend(tiny_model, n_ctx=n_ctx, n_threads=2)
+        cfg = config or EngineConfig(mode=mode)
+        engine = Engine(backend, tools or make_test_tools(),
+                        policy=policy or ScriptedPolicy(list(turns), reactions),
+                        dialect=dialect, config=cfg)
+        log = EventLog()
+        engine.subscribe(log)
+        engine.start()
+        made.append(engine)
+        return engine, log
+
+    yield factory
+    for engine in made:
+        engine.close()
+        engine.backend.close()

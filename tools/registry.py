@@ -1,0 +1,223 @@
+"""The tool registry: plain typed Python functions become tools the model can call.
+
+A tool's parameter schema comes from its signature (types) and docstring (descriptions, Google
+``Args:`` or Sphinx ``:param x:`` style). The model's arguments are validated against it before the
+call runs. Each tool carries an estimated execution time for the LPT hint, starting from a declared
+value and then following the running median of observed latencies; a timeout; whether it can be
+cancelled; and whether it is dangerous (needs the user's confirmation before each run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import statistics
+import typing
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .schema import ArgumentError, SchemaError, check, json_schema, type_text
+
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    annotation: Any
+    default: Any
+    description: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is _EMPTY
+
+    def text(self) -> str:
+        out = f"{self.name}: {type_text(self.annotation)}"
+        if not self.required:
+            out += f" = {self.default!r}"
+        return out
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The summary (first paragraph) and per-parameter descriptions."""
+    doc = inspect.cleandoc(doc or "")
+    summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
+    params: dict[str, str] = {}
+    for m in re.finditer(r"^\s*:param\s+(?:\w+\s+)?(\w+)\s*:\s*(.+)$", doc, re.M):
+        params[m.group(1)] = m.group(2).strip()
+    section = re.search(r"^(?:Args|Arguments|Parameters)\s*:\s*\n((?:[ \t]+.+\n?|\s*\n)+)", doc, re.M)
+    if section:
+        current = None
+        for line in section.group(1).splitlines():
+            m = re.match(r"^\s{1,8}(\w+)(?:\s*\([^)]*\))?\s*:\s*(.*)$", line)
+            if m:
+                current = m.group(1)
+                params[current] = m.group(2).strip()
+            elif current and line.strip():
+                params[current] += " " + line.strip()
+    return summary, params
+
+
+def _format_ms(seconds: float) -> str:
+    ms = seconds * 1000
+    if ms < 1000:
+        return f"~{max(1, round(ms))}ms"
+    return f"~{seconds:.1f}s".replace(".0s", "s")
+
+
+class Tool:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        estimate: float = 0.1,
+        timeout: float | None = 30.0,
+        cancellable: bool = True,
+        dangerous: bool = False,
+        description: str | None = None,
+    ) -> None:
+        self.func = func
+        self.name = name or func.__name__
+        self.declared_estimate = float(estimate)
+        self.timeout = timeout
+        self.cancellable = cancellable
+        self.dangerous = dangerous
+        summary, docs = _parse_docstring(func.__doc__ or "")
+        self.description = description or summary
+        try:
+            sig = inspect.signature(func)
+            hints = typing.get_type_hints(func)
+        except (TypeError, ValueError, NameError) as exc:
+            raise SchemaError(f"its signature cannot be read ({exc})") from None
+        params = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise SchemaError(f"parameter {p.name!r} is *args or **kwargs, which a model cannot fill")
+            if p.name not in hints:
+                raise SchemaError(f"parameter {p.name!r} has no type annotation")
+            tp = hints[p.name]
+            try:
+                json_schema(tp)
+            except SchemaError as exc:
+                raise SchemaError(f"parameter {p.name!r}: {exc}") from None
+            params.append(Param(p.name, tp, p.default, docs.get(p.name, "")))
+        self.params = params
+        self._by_name = {p.name: p for p in params}
+        self._is_async = inspect.iscoroutinefunction(func)
+        self._observed: deque[float] = deque(maxlen=25)
+
+    # --- LPT estimate -------------------------------------------------------------------------
+
+    @property
+    def estimate(self) -> float:
+        """Seconds: the running median of observed latencies, or the declared value before any."""
+        if self._observed:
+            return statistics.median(self._observed)
+        return self.declared_estimate
+
+    def observe(self, seconds: float) -> None:
+        self._observed.append(seconds)
+
+    # --- describing ---------------------------------------------------------------------------
+
+    def signature_text(self) -> str:
+        return f"{self.name}({', '.join(p.text() for p in self.params)})"
+
+    def schema(self) -> dict[str, Any]:
+        properties = {}
+        for p in self.params:
+            prop = json_schema(p.annotation)
+            if p.description:
+                prop = {**prop, "description": p.description}
+            if not p.required:
+                prop = {**prop, "default": p.default}
+            properties[p.name] = prop
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": {"type": "object", "properties": properties,
+                           "required": [p.name for p in self.params if p.required]},
+        }
+
+    # --- calling ------------------------------------------------------------------------------
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) > len(self.params):
+            raise ArgumentError(
+                f"{self.name} takes {len(self.params)} arguments but {len(args)} were given")
+        given: dict[str, Any] = {}
+        for p, value in zip(self.params, args):
+            given[p.name] = value
+        for key, value in kwargs.items():
+            if key not in self._by_name:
+                known = ", ".join(p.name for p in self.params) or "none"
+                raise ArgumentError(f"{self.name} has no argument {key!r} (its arguments: {known})")
+            if key in given:
+                raise ArgumentError(f"argument {key!r} of {self.name} is given twice")
+            given[key] = value
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in given:
+                out[p.name] = check(given[p.name], p.annotation, f"argument {p.name!r}")
+            elif p.required:
+                raise ArgumentError(f"{self.name} is missing the required argument {p.name!r}")
+        return out
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        if self._is_async:
+            return await self.func(**arguments)
+        return await asyncio.to_thread(self.func, **arguments)
+
+
+class Registry:
+    """The session's tools, by name."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.add(t)
+
+    def add(self, tool: Tool | Callable[..., Any], **options: Any) -> Tool:
+        if not isinstance(tool, Tool):
+            tool = Tool(tool, **options)
+        self._tools[tool.name] = tool
+        return tool
+
+    def tool(self, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator form of ``add``."""
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(func, **options)
+            return func
+        return register
+
+    def remove(self, name: str) -> None:
+        self._tools.pop(name, None)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def __iter__(self):
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def describe(self) -> str:
+        """The session's tool list as the model reads it (the spec's ``system`` interrupt)."""
+        if not self._tools:
+            return "tools: none"
+        return "tools: " + " | ".join(
+            f"{t.signature_text()} {_format_ms(t.estimate)}" for t in self._tools.values())
+
+    def json_schema(self) -> list[dict[str, Any]]:
+        return [t.schema() for t in self._tools.values()]
+
+
+__all__ = ["ArgumentError", "Param", "Registry", "SchemaError", "Tool"]

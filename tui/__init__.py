@@ -1,0 +1,1 @@
+"""Front ends: the command line, the headless printer and the Textual app."""

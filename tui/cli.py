@@ -1,0 +1,155 @@
+"""``asynclm-chat``: the command line.
+
+Every user error (a bad flag, a missing or broken model, a bad script) ends in one clear sentence on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+class UsageError(Exception):
+    """A problem the user can fix; the message is one sentence."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asynclm-chat",
+        description="A terminal assistant that never blocks on its tools.",
+    )
+    p.add_argument("--model", metavar="PATH", help="a GGUF model file")
+    p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default="async",
+                   help="how calls and decoding interleave (default: async)")
+    p.add_argument("--dialect", choices=["auto", "native", "text"], default="auto",
+                   help="how markers are written (default: from the model's vocabulary)")
+    p.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="context window in tokens")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.1)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=4096, metavar="N",
+                   help="end an answer after this many generated tokens")
+    p.add_argument("--payload-limit", type=int, default=2000, metavar="CHARS",
+                   help="cut tool results the model reads to this many characters")
+    p.add_argument("--headless", action="store_true", help="no terminal UI: print the answer")
+    p.add_argument("--prompt", help="with --headless: the message to answer")
+    p.add_argument("--json", action="store_true", help="with --headless: print every event as JSON")
+    p.add_argument("--session", metavar="PATH", help="write the session's events to this file")
+    p.add_argument("--no-session", action="store_true", help="do not write a session file")
+    p.add_argument("--script", metavar="CML",
+                   help="force the model's output (CML text, or @FILE with one turn per line)")
+    return p
+
+
+def _load_script(arg: str) -> list[str]:
+    if arg.startswith("@"):
+        path = Path(arg[1:]).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"Cannot read the script file {path}: {exc.strerror or exc}.") from None
+        return [line for line in lines if line.strip()]
+    return [arg]
+
+
+def _build_engine(args: argparse.Namespace):
+    from asynclm.core.dialect import DialectError
+    from asynclm.core.engine import Engine, EngineConfig, Mode
+    from asynclm.core.llama import LlamaBackend, ModelError
+    from asynclm.core.policy import ScriptedPolicy
+    from asynclm.core.sampling import SamplingSettings
+    from asynclm.tools.builtins import default_registry
+
+    if not args.model:
+        raise UsageError("No model given: pass --model PATH to a GGUF file.")
+    if args.n_ctx < 64:
+        raise UsageError("--n-ctx must be at least 64 tokens.")
+    try:
+        sampling = SamplingSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                                    seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(f"Bad sampling setting: {exc}.") from None
+    try:
+        backend = LlamaBackend(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    policy = ScriptedPolicy(_load_script(args.script)) if args.script else None
+    config = EngineConfig(mode=Mode(args.mode), payload_limit=args.payload_limit,
+                          max_turn_tokens=args.max_tokens)
+    try:
+        return Engine(backend, default_registry(), policy=policy, dialect=args.dialect,
+                      config=config, sampling=sampling)
+    except DialectError as exc:
+        raise UsageError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    from asynclm.core.transcript import TranscriptWriter, new_session_path
+    from .headless import AnswerPrinter, JsonPrinter, TurnRecorder
+
+    if not args.prompt:
+        raise UsageError("--headless needs --prompt \"your message\".")
+    engine = _build_engine(args)
+    recorder = TurnRecorder()
+    engine.subscribe(recorder)
+    engine.subscribe(JsonPrinter() if args.json else AnswerPrinter())
+    writer = None
+    engine.executor.start()
+    if not args.no_session:
+        path = Path(args.session).expanduser() if args.session else new_session_path()
+        try:
+            writer = TranscriptWriter(path, engine.executor.loop)
+        except OSError as exc:
+            raise UsageError(f"Cannot write the session file {path}: {exc.strerror or exc}.") from None
+        engine.subscribe(writer)
+    engine.executor.confirmer = _headless_confirmer
+    engine.start()
+    try:
+        engine.ask(args.prompt)
+    except KeyboardInterrupt:
+        engine.stop()
+    finally:
+        engine.close()
+        if writer is not None:
+            writer.close()
+    if not args.json:
+        print(recorder.summary(engine.dialect.name, engine.mode.value), file=sys.stderr)
+        if writer is not None:
+            print(f"session: {writer.path}", file=sys.stderr)
+    return 0
+
+
+async def _headless_confirmer(call) -> bool:
+    """Ask on the terminal when there is one; without a terminal, dangerous calls are refused."""
+    if not sys.stdin.isatty():
+        return False
+    import asyncio
+
+    answer = await asyncio.to_thread(input, f"\nAllow {call.expr.render()}? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.headless:
+            return run_headless(args)
+        raise UsageError(
+            "The full-screen app is not part of this build yet; run with --headless --prompt \"...\".")
+    except UsageError as exc:
+        print(f"asynclm-chat: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
