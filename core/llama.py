@@ -162,7 +162,8 @@ class LlamaBackend:
         self._ctx = ctx
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(ctx)
-        self.n_batch = n_batch
+        # llama.cpp may lower the batch size (it never exceeds n_ctx); chunk by what it chose.
+        self.n_batch = min(llama_cpp.llama_n_batch(ctx), llama_cpp.llama_n_ubatch(ctx))
         self.n_threads = threads
         self.n_past = 0
         self.n_evaluated = 0  # tokens evaluated since load (never reset): the prefix-reuse witness

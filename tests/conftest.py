@@ -123,6 +123,7 @@ def make_engine(tiny_model: Path):
         n_ctx: int = 4096,
         config: EngineConfig | None = None,
         policy: Any = None,
+        start: bool = True,
     ) -> tuple[Engine, EventLog]:
         backend = LlamaBackend(tiny_model, n_ctx=n_ctx, n_threads=2)
         cfg = config or EngineConfig(mode=mode)
@@ -131,7 +132,8 @@ def make_engine(tiny_model: Path):
                         dialect=dialect, config=cfg)
         log = EventLog()
         engine.subscribe(log)
-        engine.start()
+        if start:
+            engine.start()
         made.append(engine)
         return engine, log
 

@@ -118,9 +118,10 @@ def run_headless(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         engine.stop()
     finally:
-        engine.close()
+        engine.stop()
         if writer is not None:
-            writer.close()
+            writer.close()  # before the executor's loop, which does its writing, goes away
+        engine.close()
     if not args.json:
         print(recorder.summary(engine.dialect.name, engine.mode.value), file=sys.stderr)
         if writer is not None:

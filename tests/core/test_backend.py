@@ -1,0 +1,79 @@
+"""The llama.cpp backend: loading errors as one sentence, tokenization rules, incremental evaluation."""
+
+import os
+
+import numpy as np
+import pytest
+
+from asynclm.core.cml import Marker
+from asynclm.core.llama import ContextFull, LlamaBackend, ModelError
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.gguf", "No model file at"),
+    (lambda d: d, "is a directory, not a GGUF model file"),
+    (lambda d: _write(d / "notes.gguf", b"hello world"), "is not a GGUF model file"),
+])
+def test_unusable_paths_give_one_sentence(tmp_path, make, message):
+    with pytest.raises(ModelError) as exc:
+        LlamaBackend(make(tmp_path))
+    text = str(exc.value)
+    assert message in text and "\n" not in text and text.endswith(".")
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_truncated_model_names_llama_cpps_reason(tiny_model, tmp_path):
+    broken = _write(tmp_path / "broken.gguf", tiny_model.read_bytes()[:60_000])
+    with pytest.raises(ModelError) as exc:
+        LlamaBackend(broken)
+    assert "could not load" in str(exc.value) and "corrupted or incomplete" in str(exc.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_model(tiny_model, tmp_path):
+    locked = _write(tmp_path / "locked.gguf", tiny_model.read_bytes())
+    locked.chmod(0)
+    with pytest.raises(ModelError, match="permission denied"):
+        LlamaBackend(locked)
+
+
+def test_model_larger_than_memory_is_refused(tmp_path, monkeypatch):
+    from asynclm.core import llama
+
+    big = _write(tmp_path / "big.gguf", b"GGUF" + b"\0" * 4096)
+    monkeypatch.setattr(llama, "_available_memory", lambda: 1024)  # the machine, not our code
+    with pytest.raises(ModelError, match="of memory is available"):
+        LlamaBackend(big)
+
+
+def test_special_parsing_only_for_engine_text(tiny_model):
+    b = LlamaBackend(tiny_model, n_ctx=256)
+    call = b.control_token("[CALL]")
+    assert call is not None and b.is_control(call)
+    assert b.tokenize("[CALL]", special=True) == [call]
+    plain = b.tokenize("[CALL]", special=False)
+    assert call not in plain and len(plain) > 1
+    assert b.detokenize(plain) == "[CALL]"
+    for m in Marker:
+        assert b.control_token(m.value) is not None
+
+
+def test_eval_appends_and_reads_fresh_logits(tiny_model):
+    b = LlamaBackend(tiny_model, n_ctx=128)
+    b.eval(b.tokenize("hello", add_bos=True))
+    first = b.logits().copy()
+    n = b.n_past
+    b.eval([b.tokenize("x")[0]])
+    assert b.n_past == n + 1 == b.kv_positions()
+    assert not np.allclose(first, b.logits()), "logits follow the newest token"
+    b.eval([5] * 200)  # more than one batch: chunked by the batch size llama.cpp chose
+    with pytest.raises(ContextFull):
+        b.eval([5] * (b.n_ctx - b.n_past + 1))
+    n = b.n_past
+    assert b.n_past == n == b.kv_positions(), "a refused eval changes nothing"
+    b.reset()
+    assert b.n_past == 0 and b.kv_positions() == 0

@@ -1,0 +1,66 @@
+"""``asynclm-chat --headless`` end to end, as a user runs it: a real process on a GGUF path."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = ('On it.[CALL] w [HEAD] wait(seconds=0.2) [END][CALL] c [HEAD] calculator(expression="17*23") [END]'
+          "Working.[TRAP] [END]17*23 is 391.[TRAP] [END] Done.")
+
+
+def run_cli(*args, env_home=None):
+    env = None
+    if env_home is not None:
+        import os
+        env = {**os.environ, "XDG_DATA_HOME": str(env_home)}
+    return subprocess.run([sys.executable, "-m", "asynclm.tui.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_headless_prints_the_answer_and_a_timing_summary(tiny_model, tmp_path):
+    r = run_cli("--headless", "--model", str(tiny_model), "--prompt", "17*23, and wait a bit",
+                "--script", SCRIPT, env_home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "On it.Working.17*23 is 391. Done."
+    assert "async mode · native dialect" in r.stderr
+    assert "calculator(expression='17*23')" in r.stderr and "done +" in r.stderr
+    assert "interrupts entered:" in r.stderr
+    session = next((tmp_path / "asynclm" / "sessions").glob("*.jsonl"))
+    types = [json.loads(line)["type"] for line in session.read_text().splitlines()]
+    assert types[0] == "SessionStarted" and types[-1] == "TurnEnded"
+
+
+def test_headless_json_prints_every_event(tiny_model):
+    r = run_cli("--headless", "--model", str(tiny_model), "--prompt", "go", "--script", SCRIPT,
+                "--json", "--no-session", "--mode", "sync")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    types = {e["type"] for e in events}
+    assert {"SessionStarted", "TurnStarted", "TokenGenerated", "CallDetected", "CallStarted",
+            "CallFinished", "InterruptInjected", "TrapEntered", "Stats", "TurnEnded"} <= types
+    assert all(isinstance(e["t"], float) for e in events)
+    assert events[-1]["type"] == "TurnEnded" and events[-1]["reason"] == "done"
+
+
+def test_headless_on_a_sampling_model_ends_cleanly(tiny_model):
+    r = run_cli("--headless", "--model", str(tiny_model), "--prompt", "hello", "--seed", "1",
+                "--max-tokens", "200", "--no-session")
+    assert r.returncode == 0, r.stderr
+    assert "tokens generated" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/nonexistent/m.gguf", "--prompt", "hi"], "No model file at /nonexistent/m.gguf."),
+    (["--prompt", "hi"], "No model given"),
+    (["--model", "{tiny}"], "--headless needs --prompt"),
+    (["--model", "{tiny}", "--prompt", "hi", "--top-p", "2"], "Bad sampling setting: top_p must be in (0, 1]."),
+    (["--model", "{tiny}", "--prompt", "hi", "--script", "@/nonexistent/s.txt"], "Cannot read the script file"),
+])
+def test_bad_input_gives_one_sentence(tiny_model, args, message):
+    args = [a.replace("{tiny}", str(tiny_model)) for a in args]
+    r = run_cli("--headless", *args, "--no-session")
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
