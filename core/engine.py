@@ -137,7 +137,7 @@ class Engine:
         self._outstanding.clear()
         self._collected.clear()
         self._prefix = self.dialect.session_start()
-        tools_text = self.tools.describe()
+        tools_text = self._tools_text = self.tools.describe()
         self._emit(ev.SessionStarted(model=self.backend.info.name, dialect=self.dialect.name,
                                      mode=self.mode.value, n_ctx=self.backend.n_ctx, tools=tools_text))
         self._queue(Interrupt("system", tools_text, "system"))
@@ -243,6 +243,7 @@ class Engine:
         with self._turn_cond:
             self._in_turn = True
         self._emit(ev.TurnStarted(turn=self.turn, text=first_user))
+        self._refresh_tool_list()
         monitor = self._monitor = self.dialect.new_monitor(self.config.max_block_tokens)
         backend, policy = self.backend, self.policy
         answer: list[str] = []
@@ -324,6 +325,13 @@ class Engine:
                 self._turns_ended += 1
                 self._turn_cond.notify_all()
 
+    def _refresh_tool_list(self) -> None:
+        """Tell the model when observed latencies have moved the LPT estimates it was given."""
+        current = self.tools.describe()
+        if current != self._tools_text:
+            self._tools_text = current
+            self._queue(Interrupt("system", f"updated {current}", "system"))
+
     # --- injection and waiting ----------------------------------------------------------------
 
     def _inject(self, prefix: list[int] | None = None, notify: bool = True) -> None:
@@ -339,6 +347,7 @@ class Engine:
             return
         tokens, text = self.dialect.encode_interrupts(items)
         position = self.backend.n_past
+        started = time.monotonic()
         try:
             self.backend.eval(tokens)
         except ContextFull:
@@ -349,7 +358,8 @@ class Engine:
         self._outstanding.difference_update(sources)
         self._injected += len(tokens)
         self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
-                                        text=text, latency=now - min(i.queued_at for i in items)))
+                                        text=text, latency=now - min(i.queued_at for i in items),
+                                        prefill=now - started))
         if notify:
             self.policy.injected(items)
 

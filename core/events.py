@@ -190,6 +190,7 @@ class InterruptInjected(Event):
     position: int  # context position where the interrupts begin
     text: str  # the exact text that entered the context
     latency: float  # seconds from the oldest one's queueing to being in the KV cache
+    prefill: float = 0.0  # seconds of that spent evaluating the interrupts' own tokens
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -236,7 +236,7 @@ class LlamaBackend:
 
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = False) -> list[int]:
         """Tokenize; ``special`` parses control-token spellings and is only for engine-written text."""
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", errors="replace")  # lone surrogates from a tool never crash
         cap = len(data) + 8
         buf = (self._lib.llama_token * cap)()
         n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, special)

@@ -34,8 +34,12 @@ class Vocab:
     extra: dict[str, Any] = field(default_factory=dict)  # further tokenizer.* keys, written as is
 
 
-def cml_char_vocab(words: tuple[str, ...] = ()) -> Vocab:
-    """Characters, bytes and the CML markers as control tokens; ``words`` become merged pieces."""
+def cml_char_vocab(words: tuple[str, ...] = (), size: int | None = None) -> Vocab:
+    """Characters, bytes and the CML markers as control tokens; ``words`` become merged pieces.
+
+    ``size`` pads the vocabulary with inert pieces, for models whose output layer should cost what a
+    real model's does.
+    """
     tokens = ["<unk>", "<s>", "</s>"] + [m.value for m in MARKERS]
     types = [UNKNOWN, CONTROL, CONTROL] + [CONTROL] * len(MARKERS)
     tokens += [f"<0x{b:02X}>" for b in range(256)]
@@ -55,6 +59,12 @@ def cml_char_vocab(words: tuple[str, ...] = ()) -> Vocab:
         tokens.append(piece)
         types.append(NORMAL)
         scores.append(-float(rank + 1))
+    n = 0
+    while size is not None and len(tokens) < size:
+        tokens.append(f"⟨pad{n}⟩")
+        types.append(NORMAL)
+        scores.append(-1e6)
+        n += 1
     return Vocab(tokens=tokens, scores=scores, types=types,
                  extra={"tokenizer.ggml.add_space_prefix": False,
                         "tokenizer.ggml.add_bos_token": True,
@@ -74,6 +84,11 @@ class Shape:
 
 
 TINY = Shape()
+# The embedded model's planned size: about 5M parameters with a 1000-token vocabulary.
+SMALL = Shape(n_embd=256, n_layer=6, n_head=8, n_head_kv=8, n_ff=688, n_ctx_train=4096)
+# A realistic shape (grouped-query attention, 32k vocabulary) whose decode takes 10-30 ms a token
+# on two cores: the AsyncLM paper's fine-tuning range was 5-30 ms a token.
+REALISTIC = Shape(n_embd=1024, n_layer=16, n_head=16, n_head_kv=4, n_ff=2816, n_ctx_train=8192)
 
 
 def write_random_llama(

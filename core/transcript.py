@@ -49,7 +49,7 @@ class TranscriptWriter:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     async def _write_all(self) -> None:
-        async with aiofiles.open(self.path, "a", encoding="utf-8", buffering=1) as f:
+        async with aiofiles.open(self.path, "a", encoding="utf-8", errors="replace", buffering=1) as f:
             while True:
                 event = await self._queue.get()
                 if event is None:

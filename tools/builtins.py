@@ -7,7 +7,11 @@ import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from . import calc
+from .files import FileSandbox
 from .registry import Registry
+from .shell import make_shell
+from .units import convert_units
+from .web import http_get
 
 
 def calculator(expression: str) -> float | int:
@@ -76,10 +80,20 @@ async def wait(seconds: float) -> str:
     return f"waited {seconds:g}s"
 
 
-def default_registry() -> Registry:
+def default_registry(root: str | None = None, allow_shell: bool = False) -> Registry:
+    """The built-in tools; file tools confined to ``root`` (default: the current folder)."""
+    files = FileSandbox(root)
     reg = Registry()
     reg.add(calculator, estimate=0.005, timeout=5)
     reg.add(current_time, estimate=0.005, timeout=5)
     reg.add(convert_time, estimate=0.005, timeout=5)
+    reg.add(convert_units, estimate=0.05, timeout=10)
+    reg.add(files.list_dir, estimate=0.01, timeout=10)
+    reg.add(files.read_file, estimate=0.02, timeout=20)
+    reg.add(files.search_files, estimate=0.3, timeout=60)
+    reg.add(files.file_info, estimate=0.01, timeout=10)
+    reg.add(http_get, estimate=0.5, timeout=30)
     reg.add(wait, estimate=1.0, timeout=3700)
+    if allow_shell:
+        reg.add(make_shell(True, cwd=str(files.root)), estimate=1.0, timeout=600, dangerous=True)
     return reg

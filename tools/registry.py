@@ -176,8 +176,11 @@ class Tool:
 class Registry:
     """The session's tools, by name."""
 
+    DRIFT = 2.0  # an estimate is re-published when observations move it by more than this factor
+
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._published: dict[str, float] = {}
         for t in tools:
             self.add(t)
 
@@ -214,7 +217,16 @@ class Registry:
         if not self._tools:
             return "tools: none"
         return "tools: " + " | ".join(
-            f"{t.signature_text()} {_format_ms(t.estimate)}" for t in self._tools.values())
+            f"{t.signature_text()} {_format_ms(self.published_estimate(t))}" for t in self._tools.values())
+
+    def published_estimate(self, tool: Tool) -> float:
+        """The estimate the model is shown: it follows the observed median only when that has moved
+        by more than ``DRIFT``, so the tool list changes rarely but never stays badly wrong."""
+        current = tool.estimate
+        shown = self._published.get(tool.name)
+        if shown is None or not shown / self.DRIFT <= current <= shown * self.DRIFT:
+            self._published[tool.name] = shown = current
+        return shown
 
     def json_schema(self) -> list[dict[str, Any]]:
         return [t.schema() for t in self._tools.values()]

@@ -10,7 +10,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from asynclm.tools.registry import Registry
 
 
 class UsageError(Exception):
@@ -39,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end an answer after this many generated tokens")
     p.add_argument("--payload-limit", type=int, default=2000, metavar="CHARS",
                    help="cut tool results the model reads to this many characters")
+    p.add_argument("--tools", action="append", default=[], metavar="FILE",
+                   help="also load the tool functions of this Python file (repeatable)")
+    p.add_argument("--allow-shell", action="store_true",
+                   help="offer the shell tool (each run still asks for confirmation)")
+    p.add_argument("--root", metavar="DIR", default=None,
+                   help="the folder file tools may use (default: the current folder)")
     p.add_argument("--headless", action="store_true", help="no terminal UI: print the answer")
     p.add_argument("--prompt", help="with --headless: the message to answer")
     p.add_argument("--json", action="store_true", help="with --headless: print every event as JSON")
@@ -60,13 +69,26 @@ def _load_script(arg: str) -> list[str]:
     return [arg]
 
 
-def _build_engine(args: argparse.Namespace):
+def build_tools(args: argparse.Namespace) -> tuple["Registry", list[str]]:
+    """The built-in tools, package tools and the user's tool files; problems as sentences."""
+    from asynclm.tools.builtins import default_registry
+    from asynclm.tools.loader import load_entry_points, load_tool_file
+
+    if args.root is not None and not Path(args.root).expanduser().is_dir():
+        raise UsageError(f"--root {args.root} is not a folder.")
+    registry = default_registry(root=args.root, allow_shell=args.allow_shell)
+    problems = load_entry_points(registry)
+    for path in args.tools:
+        problems += load_tool_file(path, registry)
+    return registry, problems
+
+
+def _build_engine(args: argparse.Namespace, tools):
     from asynclm.core.dialect import DialectError
     from asynclm.core.engine import Engine, EngineConfig, Mode
     from asynclm.core.llama import LlamaBackend, ModelError
     from asynclm.core.policy import ScriptedPolicy
     from asynclm.core.sampling import SamplingSettings
-    from asynclm.tools.builtins import default_registry
 
     if not args.model:
         raise UsageError("No model given: pass --model PATH to a GGUF file.")
@@ -86,7 +108,7 @@ def _build_engine(args: argparse.Namespace):
     config = EngineConfig(mode=Mode(args.mode), payload_limit=args.payload_limit,
                           max_turn_tokens=args.max_tokens)
     try:
-        return Engine(backend, default_registry(), policy=policy, dialect=args.dialect,
+        return Engine(backend, tools, policy=policy, dialect=args.dialect,
                       config=config, sampling=sampling)
     except DialectError as exc:
         raise UsageError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
@@ -98,7 +120,10 @@ def run_headless(args: argparse.Namespace) -> int:
 
     if not args.prompt:
         raise UsageError("--headless needs --prompt \"your message\".")
-    engine = _build_engine(args)
+    tools, problems = build_tools(args)
+    for problem in problems:
+        print(f"asynclm-chat: {problem}", file=sys.stderr)
+    engine = _build_engine(args, tools)
     recorder = TurnRecorder()
     engine.subscribe(recorder)
     engine.subscribe(JsonPrinter() if args.json else AnswerPrinter())

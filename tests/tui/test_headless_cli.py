@@ -64,3 +64,16 @@ def test_bad_input_gives_one_sentence(tiny_model, args, message):
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_tools_flag_loads_a_user_file_and_names_the_broken_function(tiny_model, tmp_path):
+    tools = tmp_path / "my_tools.py"
+    tools.write_text('def greet(name: str) -> str:\n    """Greet."""\n    return f"hi {name}"\n\n'
+                     'def broken(x) -> str:\n    """No type."""\n    return x\n')
+    r = run_cli("--headless", "--model", str(tiny_model), "--prompt", "greet Ana", "--no-session",
+                "--tools", str(tools), "--script",
+                '[CALL] g [HEAD] greet(name="Ana") [END][TRAP] [END]Said hi.')
+    assert r.returncode == 0, r.stderr
+    assert f"asynclm-chat: {tools}: function 'broken' cannot be a tool: parameter 'x' has no type annotation." in r.stderr
+    assert "greet(name='Ana')" in r.stderr and " done +" in r.stderr
+    assert r.stdout.strip() == "Said hi."
