@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -122,6 +123,7 @@ class LlamaBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_batch: int = 512,
+        progress: "Callable[[float], None] | None" = None,
     ) -> None:
         p = check_model_file(path)
         import llama_cpp
@@ -133,6 +135,17 @@ class LlamaBackend:
 
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        if progress is not None:
+            @llama_cpp.llama_progress_callback
+            def on_progress(fraction: float, user_data: ctypes.c_void_p) -> bool:
+                try:
+                    progress(float(fraction))
+                except Exception:
+                    pass
+                return True
+
+            self._progress_cb = on_progress  # kept alive for the duration of the load
+            mparams.progress_callback = on_progress
         model = llama_cpp.llama_model_load_from_file(str(p).encode(), mparams)
         if not model:
             raise ModelError(

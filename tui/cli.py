@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from asynclm.tools.registry import Registry
+    from .config import Settings
 
 
 class UsageError(Exception):
@@ -26,25 +27,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="A terminal assistant that never blocks on its tools.",
     )
     p.add_argument("--model", metavar="PATH", help="a GGUF model file")
-    p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default="async",
+    p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default=None,
                    help="how calls and decoding interleave (default: async)")
-    p.add_argument("--dialect", choices=["auto", "native", "text"], default="auto",
+    p.add_argument("--dialect", choices=["auto", "native", "text"], default=None,
                    help="how markers are written (default: from the model's vocabulary)")
-    p.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="context window in tokens")
+    p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.1)
+    p.add_argument("--temperature", type=float, default=None, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repeat-penalty", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-tokens", type=int, default=4096, metavar="N",
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
                    help="end an answer after this many generated tokens")
-    p.add_argument("--payload-limit", type=int, default=2000, metavar="CHARS",
+    p.add_argument("--payload-limit", type=int, default=None, metavar="CHARS",
                    help="cut tool results the model reads to this many characters")
     p.add_argument("--tools", action="append", default=[], metavar="FILE",
                    help="also load the tool functions of this Python file (repeatable)")
-    p.add_argument("--allow-shell", action="store_true",
+    p.add_argument("--allow-shell", action="store_true", default=None,
                    help="offer the shell tool (each run still asks for confirmation)")
     p.add_argument("--root", metavar="DIR", default=None,
                    help="the folder file tools may use (default: the current folder)")
@@ -53,9 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --headless: print every event as JSON")
     p.add_argument("--session", metavar="PATH", help="write the session's events to this file")
     p.add_argument("--no-session", action="store_true", help="do not write a session file")
+    p.add_argument("--config", metavar="PATH", help="settings file (default: ~/.config/asynclm/config.toml)")
     p.add_argument("--script", metavar="CML",
                    help="force the model's output (CML text, or @FILE with one turn per line)")
     return p
+
+
+def apply_settings(args: argparse.Namespace) -> "Settings":
+    """Fill every option not given on the command line from the config file (or its defaults)."""
+    from .config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(Path(args.config).expanduser() if args.config else None)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for name in ("model", "mode", "dialect", "n_ctx", "threads", "max_tokens", "payload_limit",
+                 "allow_shell", "root"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(settings, name))
+    for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(settings.sampling, name))
+    args.tools = list(settings.tools) + list(args.tools)
+    return settings
 
 
 def _load_script(arg: str) -> list[str]:
@@ -83,7 +104,7 @@ def build_tools(args: argparse.Namespace) -> tuple["Registry", list[str]]:
     return registry, problems
 
 
-def _build_engine(args: argparse.Namespace, tools):
+def _build_engine(args: argparse.Namespace, tools, progress=None):
     from asynclm.core.dialect import DialectError
     from asynclm.core.engine import Engine, EngineConfig, Mode
     from asynclm.core.llama import LlamaBackend, ModelError
@@ -101,7 +122,7 @@ def _build_engine(args: argparse.Namespace, tools):
     except ValueError as exc:
         raise UsageError(f"Bad sampling setting: {exc}.") from None
     try:
-        backend = LlamaBackend(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+        backend = LlamaBackend(args.model, n_ctx=args.n_ctx, n_threads=args.threads, progress=progress)
     except ModelError as exc:
         raise UsageError(str(exc)) from None
     policy = ScriptedPolicy(_load_script(args.script)) if args.script else None
@@ -164,14 +185,45 @@ async def _headless_confirmer(call) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def run_app(args: argparse.Namespace, settings: "Settings") -> int:
+    from asynclm.core.llama import ModelError, check_model_file
+    from asynclm.core.transcript import TranscriptWriter, new_session_path
+    from .app import ChatApp
+
+    if not args.model:
+        raise UsageError("No model given: pass --model PATH to a GGUF file, or set model in the config file.")
+    try:
+        check_model_file(args.model)  # the common mistakes, as one sentence, before the screen opens
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    tools, problems = build_tools(args)
+    session_path = None if args.no_session else (
+        Path(args.session).expanduser() if args.session else new_session_path())
+    app: ChatApp
+
+    def make_engine(progress):
+        engine = _build_engine(args, tools, progress)
+        if session_path is not None:
+            engine.executor.start()
+            writer = TranscriptWriter(session_path, engine.executor.loop)
+            engine.subscribe(writer)
+            app.attach_writer(writer)
+        return engine
+
+    app = ChatApp(make_engine, session_path=session_path, show_timeline=settings.timeline,
+                  keymap=settings.keymap, theme=settings.theme, notices=problems)
+    app.run()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        settings = apply_settings(args)
         if args.headless:
             return run_headless(args)
-        raise UsageError(
-            "The full-screen app is not part of this build yet; run with --headless --prompt \"...\".")
+        return run_app(args, settings)
     except UsageError as exc:
         print(f"asynclm-chat: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,459 @@
+"""The Textual app: a chat screen over the engine's events.
+
+The engine emits events on its own threads; ``EventBridge`` only appends them to a deque. The app
+drains it about 30 times a second on the UI thread and updates widgets in batches, so the decode
+thread never waits for the screen and the screen never re-renders per token.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, ProgressBar, Static
+
+from asynclm.core import events as ev
+from asynclm.core.engine import Engine, Mode
+
+from .widgets import PromptArea, StatusBar, Timeline, TimelineModel, ToolPane, TurnView
+
+DRAIN_HZ = 30
+
+
+class EventBridge:
+    """An engine sink that only queues; the app drains on its own thread."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[ev.Event] = collections.deque()
+
+    def __call__(self, event: ev.Event) -> None:
+        self.queue.append(event)
+
+    def drain(self) -> list[ev.Event]:
+        out = []
+        while True:
+            try:
+                out.append(self.queue.popleft())
+            except IndexError:
+                return out
+
+
+class ChatCommands(Provider):
+    """The command palette's entries."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
+        app: ChatApp = self.app  # type: ignore[assignment]
+        out = [(f"Mode: {m.value}", partial(app.action_set_mode, m.value), f"switch to {m.value} mode")
+               for m in Mode]
+        out += [
+            ("Export transcript", app.action_export, "write Markdown and JSON Lines files"),
+            ("New session", app.action_new_session, "forget the context and start over"),
+            ("Toggle timeline", app.action_timeline, "show or hide the timeline strip"),
+            ("Stop the answer", app.action_stop, "stop generating; pending calls are cancelled"),
+            ("Help", app.action_help, "keys and what they do"),
+        ]
+        return out
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield Hit(1.0, name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+HELP = """\
+Enter sends. While the model answers, what you send enters its answer as an interrupt.
+Shift+Enter or Ctrl+J adds a line; Up/Down walk your history.
+Esc stops the answer (the partial reply stays; pending calls are cancelled).
+Ctrl+K cancels the selected call (Tab to a pane); Enter on a pane expands its result.
+F2 cycles the mode (async → sync → sync-parallel). Ctrl+T toggles the timeline.
+Ctrl+E exports the transcript (Markdown and JSON Lines). Ctrl+N starts a new session.
+Ctrl+P opens the command palette. Ctrl+Q quits. Keys can be remapped in the config file by id."""
+
+
+class ChatApp(App):
+    CSS_PATH = "chat.tcss"
+    TITLE = "asynclm"
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    BINDINGS = [
+        Binding("escape", "stop", "Stop", id="stop", priority=True),
+        Binding("ctrl+k", "cancel_call", "Cancel call", id="cancel_call"),
+        Binding("f2", "cycle_mode", "Mode", id="mode"),
+        Binding("ctrl+t", "timeline", "Timeline", id="timeline"),
+        Binding("ctrl+e", "export", "Export", id="export"),
+        Binding("ctrl+n", "new_session", "New", id="new_session"),
+        Binding("f1", "help", "Help", id="help"),
+    ]
+
+    def __init__(
+        self,
+        make_engine: Callable[[Callable[[float], None]], Engine],
+        *,
+        session_path: Path | None = None,
+        show_timeline: bool = True,
+        keymap: dict[str, str] | None = None,
+        theme: str | None = None,
+        notices: list[str] | None = None,
+        export_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self._make_engine = make_engine
+        self.engine: Engine | None = None
+        self.bridge = EventBridge()
+        self.session_path = session_path
+        self.show_timeline = show_timeline
+        self.export_dir = export_dir or Path.cwd()
+        self._keymap = keymap or {}
+        self._theme = theme
+        self._startup_notices = notices or []
+        self.turns: dict[int, TurnView] = {}
+        self.current: TurnView | None = None
+        self.panes: dict[str, ToolPane] = {}
+        self.timeline_model = TimelineModel()
+        self.events: list[ev.Event] = []
+        self.busy = False
+        self.tokens_per_second = 0.0
+        self.n_past = 0
+        self._pending_user: list[str] = []
+        self._writer = None
+        self.updates = 0  # UI batches applied, for the responsiveness benchmark
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield VerticalScroll(id="transcript")
+        yield Static("", id="loading")
+        yield ProgressBar(total=1.0, show_eta=False, id="progress")
+        yield Timeline(self.timeline_model, id="timeline")
+        yield PromptArea(id="prompt")
+        yield StatusBar("", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self._theme:
+            try:
+                self.theme = self._theme
+            except Exception:
+                self.notify(f"Unknown theme {self._theme!r}; using the default.", severity="warning")
+        if self._keymap:
+            self.set_keymap(self._keymap)
+        self.query_one("#timeline").display = self.show_timeline
+        self.query_one("#prompt", PromptArea).focus()
+        for notice in self._startup_notices:
+            self.notify(notice, severity="warning", timeout=10)
+        self.query_one("#loading", Static).update("Loading the model…")
+        self.set_interval(1 / DRAIN_HZ, self._drain)
+        self._load_engine()
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_engine(self) -> None:
+        bar = self.query_one("#progress", ProgressBar)
+
+        def progress(fraction: float) -> None:
+            self.call_from_thread(bar.update, progress=fraction)
+
+        try:
+            engine = self._make_engine(progress)
+        except Exception as exc:  # one sentence on screen; the app stays usable to quit
+            self.call_from_thread(self._load_failed, str(exc))
+            return
+        engine.subscribe(self.bridge)
+        engine.start()
+        self.call_from_thread(self._loaded, engine)
+
+    def _load_failed(self, message: str) -> None:
+        self.query_one("#loading", Static).update(Text(message, style="bold red"))
+        self.query_one("#progress").display = False
+
+    def _loaded(self, engine: Engine) -> None:
+        self.engine = engine
+        self.query_one("#loading").display = False
+        self.query_one("#progress").display = False
+        self.sub_title = f"{engine.backend.info.name} · {engine.dialect.name} dialect"
+        for text in self._pending_user:
+            engine.send(text)
+        self._pending_user.clear()
+        self._update_status()
+
+    async def on_unmount(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            if self._writer is not None:
+                self._writer.close()
+            self.engine.close()
+
+    def attach_writer(self, writer) -> None:
+        self._writer = writer
+
+    # --- input --------------------------------------------------------------------------------
+
+    def on_prompt_area_submitted(self, message: PromptArea.Submitted) -> None:
+        if self.engine is None:
+            self._pending_user.append(message.text)
+            self.notify("The model is still loading; your message will be sent when it is ready.")
+            return
+        self.engine.send(message.text)
+
+    def on_tool_pane_confirmed(self, message: ToolPane.Confirmed) -> None:
+        if self.engine is not None:
+            self.engine.confirm(message.call_id, message.allowed)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.busy  # Esc does nothing (and is not shown) unless an answer is running
+        if action == "cancel_call":
+            return any(p.active for p in self.panes.values())
+        return True
+
+    def action_stop(self) -> None:
+        if self.engine is not None and self.engine.stop():
+            self.notify("Stopping: the partial reply stays, pending calls are cancelled.")
+
+    def action_cancel_call(self) -> None:
+        if self.engine is None:
+            return
+        focused = self.focused
+        pane = focused if isinstance(focused, ToolPane) else None
+        if pane is None or not pane.active:
+            running = [p for p in self.panes.values() if p.active]
+            pane = running[-1] if running else None
+        if pane is not None:
+            self.engine.cancel(pane.call_id)
+
+    def action_set_mode(self, mode: str) -> None:
+        if self.engine is not None:
+            self.engine.set_mode(mode)
+            self._update_status()
+
+    def action_cycle_mode(self) -> None:
+        if self.engine is not None:
+            modes = [m.value for m in Mode]
+            self.action_set_mode(modes[(modes.index(self.engine.mode.value) + 1) % len(modes)])
+
+    def action_timeline(self) -> None:
+        timeline = self.query_one("#timeline")
+        timeline.display = not timeline.display
+
+    def action_help(self) -> None:
+        self.notify(HELP, title="asynclm keys", timeout=20)
+
+    def action_new_session(self) -> None:
+        if self.engine is None:
+            return
+        self.engine.new_session()
+        self.query_one("#transcript").remove_children()
+        self.turns.clear()
+        self.panes.clear()
+        self.current = None
+        self.notify("New session: the context is empty.")
+
+    def action_export(self) -> None:
+        paths = export_transcript(self.events, self.export_dir)
+        self.notify(f"Exported {paths[0].name} and {paths[1].name} to {self.export_dir}.")
+
+    # --- events -> widgets --------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        batch = self.bridge.drain()
+        now = time.monotonic()
+        if batch:
+            self.updates += 1
+            self.events.extend(batch)
+            text_run: list[str] = []
+            for e in batch:
+                if isinstance(e, ev.TokenGenerated):
+                    if e.text:
+                        text_run.append(e.text)
+                    continue
+                if text_run and self.current is not None:
+                    await self.current.write("".join(text_run))
+                text_run = []
+                await self._apply(e)
+            if text_run and self.current is not None:
+                await self.current.write("".join(text_run))
+            self._update_status()
+            self._follow()
+        for pane in self.panes.values():
+            if pane.active:
+                pane.tick(now)
+        timeline = self.query_one("#timeline", Timeline)
+        if timeline.display and (self.busy or batch):
+            timeline.refresh_now(now)
+
+    def _follow(self) -> None:
+        scroller = self.query_one("#transcript", VerticalScroll)
+        # Follow the bottom unless the user has scrolled up to read.
+        if scroller.max_scroll_y - scroller.scroll_y <= 3:
+            scroller.scroll_end(animate=False)
+
+    async def _apply(self, e: ev.Event) -> None:
+        tl = self.timeline_model
+        if isinstance(e, ev.TurnStarted):
+            self.busy = True
+            view = TurnView(e.turn, e.text)
+            self.turns[e.turn] = view
+            self.current = view
+            await self.query_one("#transcript").mount(view)
+            tl.reset(e.t)
+            self.refresh_bindings()
+        elif isinstance(e, ev.TurnEnded):
+            self.busy = False
+            tl.state(e.t, "idle")
+            tl.end = e.t
+            view = self.turns.get(e.turn)
+            if view is not None:
+                await view.finish()
+                if e.reason == "stopped":
+                    view.add_class("-stopped")
+                    await view.answer.mount(Static(Text("■ stopped", style="bold yellow"), classes="stopped-marker"))
+                elif e.reason != "done":
+                    await view.answer.mount(Static(Text(f"■ ended: {e.reason}", style="bold red"), classes="stopped-marker"))
+            self.refresh_bindings()
+        elif isinstance(e, ev.CallDetected):
+            pane = ToolPane(e.call_id, e.expr, e.t)
+            self.panes[e.call_id] = pane
+            tl.calls[e.call_id] = [None, None]
+            if self.current is not None:
+                await self.current.panes.mount(pane)
+            self.refresh_bindings()
+        elif isinstance(e, ev.CallWaiting):
+            self._pane_state(e.call_id, "waiting", e.t, ", ".join(e.on))
+        elif isinstance(e, ev.CallNeedsConfirmation):
+            self._pane_state(e.call_id, "confirm", e.t)
+        elif isinstance(e, ev.CallStarted):
+            self._pane_state(e.call_id, "running", e.t)
+            if e.call_id in tl.calls:
+                tl.calls[e.call_id][0] = e.t
+        elif isinstance(e, (ev.CallFinished, ev.CallFailed, ev.CallCancelled)):
+            state = {ev.CallFinished: "done", ev.CallFailed: "failed", ev.CallCancelled: "cancelled"}[type(e)]
+            pane = self._pane_state(e.call_id, state, e.t)
+            if pane is not None:
+                if isinstance(e, ev.CallFinished):
+                    pane.set_result(e.result)
+                elif isinstance(e, ev.CallFailed):
+                    pane.set_result(e.error, error=True)
+            if e.call_id in tl.calls:
+                span = tl.calls[e.call_id]
+                span[0] = span[0] or e.t
+                span[1] = e.t
+            self.refresh_bindings()
+        elif isinstance(e, ev.CallRejected):
+            if self.current is not None:
+                await self.current.mark(Text(f"✗ call {e.call_id or '?'} rejected: {e.reason}", style="red"))
+        elif isinstance(e, ev.InterruptInjected):
+            view = self.current
+            if view is None or not self.busy or view.segment is None and not view.answer_parts:
+                return  # a turn's opening interrupts are the user's message, already shown
+            when = e.t - (tl.start or e.t)
+            for source in e.sources:
+                label = Text(f"↳ +{when:.1f}s ", style="dim")
+                if source == "user":
+                    payload = e.text.split("[HEAD]", 1)[-1] if len(e.sources) == 1 else ""
+                    label.append("you: ", style="bold magenta")
+                    label.append(payload.rsplit("[END]", 1)[0].strip() or "(message)")
+                elif source == "system":
+                    label.append("system notice", style="yellow")
+                else:
+                    label.append(f"{source} result entered", style="cyan")
+                await view.mark(label)
+        elif isinstance(e, ev.TrapEntered):
+            tl.state(e.t, "trap")
+        elif isinstance(e, ev.TrapLeft):
+            tl.state(e.t, "decode")
+        elif isinstance(e, ev.Stats):
+            self.tokens_per_second = e.tokens_per_second
+            self.n_past = e.n_past
+        elif isinstance(e, ev.Notice):
+            self.notify(e.message, severity="error" if e.level == "error" else "warning", timeout=10)
+        elif isinstance(e, ev.ModeChanged):
+            self.notify(f"Mode: {e.mode}")
+
+    def _pane_state(self, call_id: str, state: str, t: float, detail: str = "") -> ToolPane | None:
+        pane = self.panes.get(call_id)
+        if pane is not None and pane.is_mounted:
+            pane.set_state(state, t, detail)
+        return pane
+
+    def _update_status(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        pending = sum(1 for p in self.panes.values() if p.active)
+        n_past = engine.backend.n_past
+        parts = [
+            engine.backend.info.name,
+            f"{engine.dialect.name} dialect",
+            f"{engine.mode.value} mode",
+            f"{self.tokens_per_second:.0f} tok/s" if self.tokens_per_second else "- tok/s",
+            f"ctx {n_past}/{engine.backend.n_ctx}",
+            f"{pending} pending",
+        ]
+        if self.session_path is not None:
+            parts.append(f"session {self.session_path}")
+        self.query_one("#status", StatusBar).update(" · ".join(parts))
+
+
+def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]:
+    """Write the session as Markdown (for reading) and JSON Lines (every event)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    md_path = folder / f"asynclm-{stamp}.md"
+    jsonl_path = folder / f"asynclm-{stamp}.jsonl"
+    lines = ["# asynclm transcript", ""]
+    answer: list[str] = []
+    t0 = 0.0
+
+    def flush() -> None:
+        if answer:
+            lines.extend(["".join(answer).strip(), ""])
+            answer.clear()
+
+    for e in events:
+        if isinstance(e, ev.TurnStarted):
+            t0 = e.t
+            lines += [f"## You (turn {e.turn})", "", e.text, "", "## asynclm", ""]
+        elif isinstance(e, ev.TokenGenerated):
+            answer.append(e.text)
+        elif isinstance(e, ev.CallDetected):
+            flush()
+            lines += [f"- call `{e.call_id}`: `{e.expr}`", ""]
+        elif isinstance(e, ev.CallFinished):
+            flush()
+            result = e.result if len(e.result) <= 500 else e.result[:500] + " …"
+            lines += [f"> `{e.call_id}` returned after {e.elapsed:.2f}s: {result}", ""]
+        elif isinstance(e, ev.CallFailed):
+            flush()
+            lines += [f"> `{e.call_id}` failed: {e.error}", ""]
+        elif isinstance(e, ev.CallCancelled):
+            flush()
+            lines += [f"> `{e.call_id}` was cancelled", ""]
+        elif isinstance(e, ev.InterruptInjected) and "user" in e.sources and answer:
+            flush()
+            lines += [f"> (+{e.t - t0:.1f}s) you interrupted: {e.text}", ""]
+        elif isinstance(e, ev.TurnEnded):
+            flush()
+            if e.reason != "done":
+                lines += [f"*({e.reason})*", ""]
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+    with open(jsonl_path, "w", encoding="utf-8", errors="replace") as f:
+        for e in events:
+            f.write(e.to_json() + "\n")
+    return md_path, jsonl_path

@@ -1,0 +1,125 @@
+"""Settings: a TOML file in the user's config folder, overridden by command-line flags.
+
+    ~/.config/asynclm/config.toml   (or $XDG_CONFIG_HOME/asynclm/config.toml)
+
+    model = "~/models/qwen2.5-3b-instruct-q4_k_m.gguf"
+    mode = "async"
+    theme = "textual-dark"
+    tools = ["~/my_tools.py"]
+    allow_shell = false
+
+    [sampling]
+    temperature = 0.7
+    top_k = 40
+
+    [keymap]          # binding id = keys
+    stop = "escape"
+    timeline = "ctrl+t"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODES = ("async", "sync", "sync-parallel")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is one sentence."""
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "asynclm" / "config.toml"
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+
+
+@dataclass
+class Settings:
+    model: str | None = None
+    mode: str = "async"
+    dialect: str = "auto"
+    n_ctx: int = 4096
+    threads: int | None = None
+    max_tokens: int = 4096
+    payload_limit: int = 2000
+    tools: list[str] = field(default_factory=list)
+    allow_shell: bool = False
+    root: str | None = None
+    theme: str = "textual-dark"
+    timeline: bool = True
+    sampling: Sampling = field(default_factory=Sampling)
+    keymap: dict[str, str] = field(default_factory=dict)
+
+
+def _check(name: str, value: Any, expected: Any, where: Path) -> Any:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if value is None and type(None) in types:
+        return value
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        want = " or ".join(t.__name__ for t in types if t is not type(None))
+        raise ConfigError(f"{where}: {name} should be {want}, not {value!r}.")
+    return value
+
+
+_TYPES = {
+    "model": (str, type(None)), "mode": str, "dialect": str, "n_ctx": int, "threads": (int, type(None)),
+    "max_tokens": int, "payload_limit": int, "tools": list, "allow_shell": bool, "root": (str, type(None)),
+    "theme": str, "timeline": bool,
+}
+_SAMPLING_TYPES = {"temperature": float, "top_k": int, "top_p": float, "min_p": float,
+                   "repeat_penalty": float, "seed": (int, type(None))}
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The settings in the config file, or the defaults if there is none."""
+    path = path or config_path()
+    settings = Settings()
+    if not path.exists():
+        return settings
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    known = {f.name for f in fields(Settings)}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}.")
+        if key == "sampling":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [sampling] should be a table.")
+            for k, v in value.items():
+                if k not in _SAMPLING_TYPES:
+                    raise ConfigError(f"{path}: unknown sampling setting {k!r}.")
+                setattr(settings.sampling, k, _check(f"sampling.{k}", v, _SAMPLING_TYPES[k], path))
+        elif key == "keymap":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{path}: [keymap] should map binding ids to key names.")
+            settings.keymap = dict(value)
+        else:
+            setattr(settings, key, _check(key, value, _TYPES[key], path))
+    if settings.mode not in MODES:
+        raise ConfigError(f"{path}: mode should be one of {', '.join(MODES)}, not {settings.mode!r}.")
+    return settings
