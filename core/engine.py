@@ -142,6 +142,12 @@ class Engine:
                                      mode=self.mode.value, n_ctx=self.backend.n_ctx, tools=tools_text))
         self._queue(Interrupt("system", tools_text, "system"))
 
+    def stop_and_wait(self, timeout: float = 5.0) -> None:
+        """Stop the running answer, if any, and wait until its turn has ended (and been reported)."""
+        before = self._turns_ended
+        if self.stop():
+            self.wait_turn(before, timeout)
+
     def close(self) -> None:
         self._stop.set()
         self._closed.set()

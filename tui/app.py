@@ -80,9 +80,9 @@ HELP = """\
 Enter sends. While the model answers, what you send enters its answer as an interrupt.
 Shift+Enter or Ctrl+J adds a line; Up/Down walk your history.
 Esc stops the answer (the partial reply stays; pending calls are cancelled).
-Ctrl+K cancels the selected call (Tab to a pane); Enter on a pane expands its result.
+Ctrl+G cancels the selected call (Tab to a pane); Enter on a pane expands its result.
 F2 cycles the mode (async → sync → sync-parallel). Ctrl+T toggles the timeline.
-Ctrl+E exports the transcript (Markdown and JSON Lines). Ctrl+N starts a new session.
+Ctrl+S exports the transcript (Markdown and JSON Lines). Ctrl+N starts a new session.
 Ctrl+P opens the command palette. Ctrl+Q quits. Keys can be remapped in the config file by id."""
 
 
@@ -92,10 +92,10 @@ class ChatApp(App):
     COMMANDS = App.COMMANDS | {ChatCommands}
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="stop", priority=True),
-        Binding("ctrl+k", "cancel_call", "Cancel call", id="cancel_call"),
+        Binding("ctrl+g", "cancel_call", "Cancel call", id="cancel_call"),
         Binding("f2", "cycle_mode", "Mode", id="mode"),
         Binding("ctrl+t", "timeline", "Timeline", id="timeline"),
-        Binding("ctrl+e", "export", "Export", id="export"),
+        Binding("ctrl+s", "export", "Export", id="export"),
         Binding("ctrl+n", "new_session", "New", id="new_session"),
         Binding("f1", "help", "Help", id="help"),
     ]
@@ -193,7 +193,7 @@ class ChatApp(App):
 
     async def on_unmount(self) -> None:
         if self.engine is not None:
-            self.engine.stop()
+            self.engine.stop_and_wait()
             if self._writer is not None:
                 self._writer.close()
             self.engine.close()
@@ -272,6 +272,8 @@ class ChatApp(App):
     # --- events -> widgets --------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        if not self.query("#timeline"):  # shutting down: the widgets are gone
+            return
         batch = self.bridge.drain()
         now = time.monotonic()
         if batch:

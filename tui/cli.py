@@ -164,7 +164,7 @@ def run_headless(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         engine.stop()
     finally:
-        engine.stop()
+        engine.stop_and_wait()
         if writer is not None:
             writer.close()  # before the executor's loop, which does its writing, goes away
         engine.close()

@@ -1,0 +1,191 @@
+"""The terminal app through Textual's pilot, with the real engine on the tiny model and a script."""
+
+import asyncio
+import time
+
+import pytest
+
+from asynclm.core import events as ev
+from asynclm.core.engine import Engine, EngineConfig
+from asynclm.core.llama import LlamaBackend
+from asynclm.core.policy import ScriptedPolicy
+from asynclm.tui.app import ChatApp
+from asynclm.tui.widgets import PromptArea, ToolPane
+from conftest import make_test_tools
+
+
+def make_app(tiny_model, turns, tmp_path, reactions=None):
+    def make_engine(progress):
+        backend = LlamaBackend(tiny_model, n_ctx=4096, n_threads=2, progress=progress)
+        return Engine(backend, make_test_tools(), policy=ScriptedPolicy(turns, reactions),
+                      config=EngineConfig())
+
+    return ChatApp(make_engine, export_dir=tmp_path)
+
+
+async def until(pilot, condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting on the app")
+        await pilot.pause(0.05)
+
+
+async def send(pilot, app, text):
+    await until(pilot, lambda: app.engine is not None)
+    prompt = app.query_one("#prompt", PromptArea)
+    prompt.focus()
+    prompt.insert(text)
+    await pilot.press("enter")
+
+
+def ended(app, turn=1):
+    return any(isinstance(e, ev.TurnEnded) and e.turn == turn for e in app.events)
+
+
+def answer_text(app):
+    return "".join(view.answer_parts and "".join(view.answer_parts) or "" for view in app.turns.values())
+
+
+def markers(app):
+    return [str(w.render()) for w in app.query(".interrupt-marker")]
+
+
+THREE = ("Checking.[CALL] a [HEAD] wait(seconds=1.5) [END][CALL] b [HEAD] wait(seconds=2.0) [END]"
+         "[CALL] c [HEAD] calculator(expression=\"2+2\") [END][TRAP] [END][TRAP] [END][TRAP] [END] All done.")
+
+
+def test_three_parallel_calls_show_three_panes_that_end_done(tiny_model, tmp_path):
+    async def go():
+        app = make_app(tiny_model, [THREE], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "three things")
+            await until(pilot, lambda: len(app.panes) == 3)
+            running_at_once = sum(1 for p in app.panes.values() if p.active)
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.2)
+            panes = list(app.query(ToolPane))
+            assert [p.call_id for p in panes] == ["a", "b", "c"]
+            assert all(p.state == "done" and p.has_class("-done") for p in panes)
+            assert app.panes["c"].result == "4"
+            assert running_at_once >= 2, "panes appear as calls are detected, while they run"
+            assert "All done." in answer_text(app)
+    asyncio.run(go())
+
+
+def test_typing_and_enter_mid_answer_injects_a_user_interrupt(tiny_model, tmp_path):
+    async def go():
+        app = make_app(tiny_model, ["Starting. [CALL] w [HEAD] wait(seconds=4) [END]" + "word " * 100
+                                    + "[TRAP] [END] finished."], tmp_path,
+                       reactions={"user": "[CALL] p [HEAD] echo(text=\"Paris\") [END]Adding Paris. "})
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "list words")
+            await until(pilot, lambda: len(answer_text(app)) > 40)
+            assert app.engine.busy
+            await send(pilot, app, "also Paris please")
+            await until(pilot, lambda: ended(app), timeout=30)
+            await pilot.pause(0.2)
+            injected = [e for e in app.events if isinstance(e, ev.InterruptInjected) and "also Paris please" in e.text]
+            assert len(injected) == 1 and injected[0].sources == ("user",)
+            assert any("you: also Paris please" in m for m in markers(app))
+            assert "p" in app.panes and "Adding Paris." in answer_text(app)
+            assert app.query_one("#prompt", PromptArea).text == "", "the prompt stayed usable"
+    asyncio.run(go())
+
+
+def test_escape_stops_mid_answer_and_keeps_the_partial_reply(tiny_model, tmp_path):
+    async def go():
+        app = make_app(tiny_model, ["[CALL] w [HEAD] wait(seconds=30) [END]" + "going on " * 4000], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "talk")
+            await until(pilot, lambda: len(answer_text(app)) > 60)
+            await pilot.press("escape")
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.3)
+            end = next(e for e in app.events if isinstance(e, ev.TurnEnded))
+            assert end.reason == "stopped"
+            partial = answer_text(app)
+            assert partial.startswith("going on") and len(partial) < len("going on " * 4000)
+            view = app.turns[1]
+            assert view.has_class("-stopped") and "■ stopped" in str(app.query_one(".stopped-marker").render())
+            assert app.panes["w"].state == "cancelled"
+            assert not app.check_action("stop", ()), "Esc is inactive once nothing runs"
+    asyncio.run(go())
+
+
+def test_cancelling_one_call_leaves_the_others_running(tiny_model, tmp_path):
+    script = ("[CALL] a [HEAD] wait(seconds=1.0) [END][CALL] b [HEAD] wait(seconds=30) [END]"
+              "[CALL] c [HEAD] wait(seconds=1.0) [END][TRAP] [END][TRAP] [END][TRAP] [END]ok")
+
+    async def go():
+        app = make_app(tiny_model, [script], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "three waits")
+            await until(pilot, lambda: len(app.panes) == 3 and app.panes["b"].state == "running")
+            app.panes["b"].focus()
+            await pilot.press("ctrl+g")
+            await until(pilot, lambda: app.panes["b"].state == "cancelled")
+            assert app.panes["a"].active and app.panes["c"].active
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.2)
+            assert app.panes["a"].state == "done" and app.panes["c"].state == "done"
+    asyncio.run(go())
+
+
+def test_mode_switching_reaches_the_engine_and_the_status_bar(tiny_model, tmp_path):
+    async def go():
+        app = make_app(tiny_model, [], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await until(pilot, lambda: app.engine is not None)
+            status = app.query_one("#status")
+            assert "async mode" in str(status.render())
+            await pilot.press("f2")
+            assert app.engine.mode.value == "sync" and "sync mode" in str(status.render())
+            app.action_set_mode("sync-parallel")
+            assert app.engine.mode.value == "sync-parallel" and "sync-parallel mode" in str(status.render())
+    asyncio.run(go())
+
+
+def test_export_writes_markdown_and_json_lines(tiny_model, tmp_path):
+    async def go():
+        app = make_app(tiny_model, [THREE], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "three things")
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.2)
+            await pilot.press("ctrl+s")
+            md = list(tmp_path.glob("asynclm-*.md"))
+            jsonl = list(tmp_path.glob("asynclm-*.jsonl"))
+            assert len(md) == 1 and len(jsonl) == 1
+            text = md[0].read_text()
+            assert "## You (turn 1)" in text and "three things" in text and "`c` returned after" in text
+            assert "All done." in text
+            lines = jsonl[0].read_text().splitlines()
+            assert len(lines) == len(app.events) and '"type": "TurnEnded"' in lines[-1]
+    asyncio.run(go())
+
+
+def test_a_failed_tool_shows_its_error(tiny_model, tmp_path):
+    async def go():
+        app = make_app(tiny_model, ["[CALL] x [HEAD] boom(message=\"disk on fire\") [END][TRAP] [END]Sorry."], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "break")
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.2)
+            pane = app.panes["x"]
+            assert pane.state == "failed" and pane.has_class("-failed")
+            shown = str(pane.query_one(".pane-result").render())
+            assert "error: RuntimeError: disk on fire" in shown
+    asyncio.run(go())
+
+
+def test_a_bad_model_is_one_sentence_on_screen(tmp_path):
+    def make_engine(progress):
+        return LlamaBackend(tmp_path / "missing.gguf")
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: "No model file" in str(app.query_one("#loading").render()))
+            assert app.engine is None
+    asyncio.run(go())
