@@ -106,6 +106,8 @@ class Engine:
         self._collected: list[Call] = []
         self._prefix: list[int] = []
         self._monitor: Monitor | None = None
+        self._restore: tuple[list[int], str] | None = None
+        self._tools_text = ""
 
     # --- events -------------------------------------------------------------------------------
 
@@ -127,9 +129,47 @@ class Engine:
 
     def start(self) -> "Engine":
         self.executor.start()
-        self._begin_session()
+        if self._restore is None:
+            self._begin_session()
         self._thread.start()
         return self
+
+    def resume(self, events: list[ev.Event], path: str = "") -> None:
+        """Continue a recorded session: call before ``start``. The decode thread re-evaluates the
+        recorded context (every token, in order) before serving, so the model sees what it saw."""
+        start = max((i for i, e in enumerate(events) if isinstance(e, ev.SessionStarted)), default=None)
+        if start is None:
+            raise ValueError("the session file has no session in it")
+        session = events[start]
+        if session.model != self.backend.info.name or session.dialect != self.dialect.name:
+            raise ValueError(
+                f"the session was recorded with model {session.model!r} ({session.dialect} dialect), "
+                f"not {self.backend.info.name!r} ({self.dialect.name} dialect)")
+        tokens: list[int] = []
+        queued: list[ev.InterruptQueued] = []
+        for e in events[start:]:
+            if isinstance(e, ev.InterruptQueued):
+                queued.append(e)
+            elif isinstance(e, ev.InterruptInjected):
+                del queued[:len(e.sources)]  # an injection takes everything queued, in order
+            if isinstance(e, ev.ContextExtended):
+                tokens.extend(e.tokens)
+            elif isinstance(e, ev.TokenGenerated):
+                tokens.append(e.token)
+            elif isinstance(e, (ev.CallDetected, ev.CallRejected)) and e.call_id:
+                self._call_ids.add(e.call_id)
+            elif isinstance(e, ev.TurnStarted):
+                self.turn = e.turn
+        # Results and notices that were queued but never entered (a stop's cancellations) still will;
+        # a message the user sent just before quitting is not replayed as a new question.
+        for q in queued:
+            if q.source != "user":
+                self.queue.put(Interrupt(q.source, q.payload, q.kind))
+        last_end = next((e for e in reversed(events[start:]) if isinstance(e, ev.TurnEnded)), None)
+        # A finished answer is followed by the end-of-sequence token, evaluated when the next turn opens.
+        self._prefix = self.dialect.turn_separator() if last_end is not None and last_end.reason == "done" else []
+        self._tools_text = session.tools
+        self._restore = (tokens, path)
 
     def _begin_session(self) -> None:
         self._call_ids.clear()
@@ -231,6 +271,9 @@ class Engine:
         def user_waiting(items: list[Interrupt]) -> bool:
             return any(i.source == "user" for i in items)
 
+        if self._restore is not None:
+            self._replay(*self._restore)
+
         while not self._closed.is_set():
             if not self.queue.wait(user_waiting, self._closed.is_set):
                 break
@@ -238,6 +281,19 @@ class Engine:
                 self._run_turn()
             except Exception:  # keep the session alive whatever happened in one turn
                 log.exception("turn failed")
+
+    def _replay(self, tokens: list[int], path: str) -> None:
+        try:
+            self.backend.eval(tokens)  # on the decode thread, like every evaluation
+        except ContextFull:
+            self._emit(ev.Notice(level="error", message=(
+                f"The session {path} needs {len(tokens)} tokens, more than this context of "
+                f"{self.backend.n_ctx}; starting a new session instead (use a larger --n-ctx).")))
+            self.backend.reset()
+            self._call_ids.clear()
+            self._begin_session()
+            return
+        self._emit(ev.SessionResumed(path=path, tokens=len(tokens), turns=self.turn))
 
     def _pending(self) -> bool:
         return bool(self._outstanding or self._collected or len(self.queue))
@@ -340,11 +396,16 @@ class Engine:
 
     # --- injection and waiting ----------------------------------------------------------------
 
+    def _extend(self, tokens: list[int], reason: str) -> None:
+        """Evaluate tokens the model did not generate, and report them (sessions rebuild from this)."""
+        self.backend.eval(tokens)
+        self._emit(ev.ContextExtended(tokens=tuple(tokens), reason=reason))
+
     def _inject(self, prefix: list[int] | None = None, notify: bool = True) -> None:
         items = self.queue.drain()
         if prefix:
             try:
-                self.backend.eval(prefix)
+                self._extend(prefix, "turn-prefix")
             except ContextFull:
                 self.queue.put_front(items)
                 self._prefix = prefix
@@ -355,7 +416,7 @@ class Engine:
         position = self.backend.n_past
         started = time.monotonic()
         try:
-            self.backend.eval(tokens)
+            self._extend(tokens, "interrupts")
         except ContextFull:
             self.queue.put_front(items)
             raise
@@ -398,7 +459,7 @@ class Engine:
         if monitor.in_block:
             monitor.abandon()
             try:
-                self.backend.eval(self.dialect.encode([Marker.END]))
+                self._extend(self.dialect.encode([Marker.END]), "close-block")
             except ContextFull:
                 pass
         for call in self._collected:
@@ -422,7 +483,7 @@ class Engine:
         self._emit(ev.Notice(level="warning", message=f"The model wrote a broken block: {item.reason}."))
         if "block ran past" in item.reason:
             # The block was abandoned mid-way; close it in the context so the grammar holds.
-            self.backend.eval(self.dialect.encode([Marker.END]))
+            self._extend(self.dialect.encode([Marker.END]), "close-block")
             self._queue(Interrupt("system", error_payload("MalformedBlock", item.reason), "error"))
 
     def _handle_call(self, item: CallClosed) -> str | None:

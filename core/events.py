@@ -193,12 +193,30 @@ class InterruptInjected(Event):
     prefill: float = 0.0  # seconds of that spent evaluating the interrupts' own tokens
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContextExtended(Event):
+    """Tokens the engine evaluated that the model did not generate (session start, the end of an
+    answer, interrupts, a block closed by the engine). With ``TokenGenerated`` these rebuild the
+    context exactly, which is how a session is resumed."""
+
+    tokens: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionResumed(Event):
+    path: str
+    tokens: int
+    turns: int
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         SessionStarted, TurnStarted, TurnEnded, Notice, ModeChanged, TokenGenerated, TrapEntered,
         TrapLeft, Stats, CallDetected, CallRejected, CallWaiting, CallNeedsConfirmation, CallStarted,
-        CallFinished, CallFailed, CallCancelled, InterruptQueued, InterruptInjected,
+        CallFinished, CallFailed, CallCancelled, InterruptQueued, InterruptInjected, ContextExtended,
+        SessionResumed,
     )
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -35,14 +36,17 @@ def new_session_path() -> Path:
 
 
 class TranscriptWriter:
-    """An event sink; ``loop`` is where the file I/O runs (the executor's loop)."""
+    """An event sink that appends to a session file from its own small event loop thread, so it
+    outlives (and never waits on) the engine's threads."""
 
-    def __init__(self, path: str | os.PathLike[str], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._loop = loop
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="asynclm-transcript", daemon=True)
+        self._thread.start()
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._done = asyncio.run_coroutine_threadsafe(self._write_all(), loop)
+        self._done = asyncio.run_coroutine_threadsafe(self._write_all(), self._loop)
         self.errors = 0
 
     def __call__(self, event: Event) -> None:
@@ -61,13 +65,15 @@ class TranscriptWriter:
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then close the file."""
-        if self._done.done():
-            return
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-        try:
-            self._done.result(timeout)
-        except Exception:
-            pass
+        if not self._done.done():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+            try:
+                self._done.result(timeout)
+            except Exception:
+                pass
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
 
 
 def read_transcript(path: str | os.PathLike[str]) -> Iterator[Event]:

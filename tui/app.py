@@ -110,8 +110,10 @@ class ChatApp(App):
         theme: str | None = None,
         notices: list[str] | None = None,
         export_dir: Path | None = None,
+        history: list[ev.Event] | None = None,
     ) -> None:
         super().__init__()
+        self._history = history or []
         self._make_engine = make_engine
         self.engine: Engine | None = None
         self.bridge = EventBridge()
@@ -158,6 +160,8 @@ class ChatApp(App):
         for notice in self._startup_notices:
             self.notify(notice, severity="warning", timeout=10)
         self.query_one("#loading", Static).update("Loading the model…")
+        for event in self._history:  # a resumed session: show what was said, as it was
+            self.bridge(event)
         self.set_interval(1 / DRAIN_HZ, self._drain)
         self._load_engine()
 

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --headless: print every event as JSON")
     p.add_argument("--session", metavar="PATH", help="write the session's events to this file")
     p.add_argument("--no-session", action="store_true", help="do not write a session file")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="SESSION",
+                   help="reopen a session (a file, or a name in the sessions folder; default: the newest)")
     p.add_argument("--config", metavar="PATH", help="settings file (default: ~/.config/asynclm/config.toml)")
     p.add_argument("--script", metavar="CML",
                    help="force the model's output (CML text, or @FILE with one turn per line)")
@@ -149,11 +151,10 @@ def run_headless(args: argparse.Namespace) -> int:
     engine.subscribe(recorder)
     engine.subscribe(JsonPrinter() if args.json else AnswerPrinter())
     writer = None
-    engine.executor.start()
     if not args.no_session:
         path = Path(args.session).expanduser() if args.session else new_session_path()
         try:
-            writer = TranscriptWriter(path, engine.executor.loop)
+            writer = TranscriptWriter(path)
         except OSError as exc:
             raise UsageError(f"Cannot write the session file {path}: {exc.strerror or exc}.") from None
         engine.subscribe(writer)
@@ -185,9 +186,24 @@ async def _headless_confirmer(call) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def find_session(name: str) -> Path:
+    """A session file by path, by name in the sessions folder, or the newest one ("latest")."""
+    from asynclm.core.transcript import sessions_dir
+
+    if name == "latest":
+        files = sorted(sessions_dir().glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+        if not files:
+            raise UsageError(f"There is no session to resume in {sessions_dir()}.")
+        return files[-1]
+    for candidate in (Path(name).expanduser(), sessions_dir() / name, sessions_dir() / f"{name}.jsonl"):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"No session file {name!r} (looked in the current folder and {sessions_dir()}).")
+
+
 def run_app(args: argparse.Namespace, settings: "Settings") -> int:
     from asynclm.core.llama import ModelError, check_model_file
-    from asynclm.core.transcript import TranscriptWriter, new_session_path
+    from asynclm.core.transcript import TranscriptWriter, new_session_path, read_transcript
     from .app import ChatApp
 
     if not args.model:
@@ -197,21 +213,31 @@ def run_app(args: argparse.Namespace, settings: "Settings") -> int:
     except ModelError as exc:
         raise UsageError(str(exc)) from None
     tools, problems = build_tools(args)
-    session_path = None if args.no_session else (
-        Path(args.session).expanduser() if args.session else new_session_path())
+    resume_events = None
+    if args.resume is not None:
+        session_path = find_session(args.resume)
+        resume_events = list(read_transcript(session_path))
+    else:
+        session_path = None if args.no_session else (
+            Path(args.session).expanduser() if args.session else new_session_path())
     app: ChatApp
 
     def make_engine(progress):
         engine = _build_engine(args, tools, progress)
+        if resume_events is not None:
+            try:
+                engine.resume(resume_events, str(session_path))
+            except ValueError as exc:
+                raise UsageError(f"Cannot resume {session_path}: {exc}.") from None
         if session_path is not None:
-            engine.executor.start()
-            writer = TranscriptWriter(session_path, engine.executor.loop)
+            writer = TranscriptWriter(session_path)
             engine.subscribe(writer)
             app.attach_writer(writer)
         return engine
 
     app = ChatApp(make_engine, session_path=session_path, show_timeline=settings.timeline,
-                  keymap=settings.keymap, theme=settings.theme, notices=problems)
+                  keymap=settings.keymap, theme=settings.theme, notices=problems,
+                  history=resume_events or [])
     app.run()
     return 0
 

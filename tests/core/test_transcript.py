@@ -15,8 +15,7 @@ def test_engine_events_are_appended_as_json_lines(make_engine, tmp_path):
     engine, log = make_engine(["[CALL] c [HEAD] calculator(expression=\"6*7\") [END][TRAP] [END]42"],
                               start=False)
     path = tmp_path / "s.jsonl"
-    engine.executor.start()
-    writer = TranscriptWriter(path, engine.executor.loop)
+    writer = TranscriptWriter(path)
     engine.subscribe(writer)
     engine.start()
     assert engine.ask("6*7?", timeout=10)
@@ -33,10 +32,7 @@ KILL_SCRIPT = r'''
 import sys, time
 from asynclm.core.transcript import TranscriptWriter
 from asynclm.core.events import Notice
-import asyncio, threading
-loop = asyncio.new_event_loop()
-threading.Thread(target=loop.run_forever, daemon=True).start()
-w = TranscriptWriter(sys.argv[1], loop)
+w = TranscriptWriter(sys.argv[1])
 i = 0
 while True:
     w(Notice(level="info", message=f"event {i}"))
@@ -61,3 +57,46 @@ def test_a_killed_writer_leaves_only_whole_lines(tmp_path):
         assert json.loads(line)["message"] == f"event {n}", "every written event, in order"
     assert tail == "" or len(tail) < len(complete[-1]) + 5, "at most the last event is torn"
     assert len(list(read_transcript(path))) >= len(complete)
+
+
+def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
+    from asynclm.core.transcript import read_transcript
+
+    path = tmp_path / "s.jsonl"
+    first, log1 = make_engine(["Hello.[CALL] c [HEAD] calculator(expression=\"6*7\") [END][TRAP] [END]42.",
+                               "[CALL] w [HEAD] wait(seconds=30) [END]" + "long " * 2000], start=False)
+    writer = TranscriptWriter(path)
+    first.subscribe(writer)
+    first.start()
+    assert first.ask("6*7?", timeout=10)
+    first.send("now wait")
+    log1.wait_for(lambda e: isinstance(e, ev.CallStarted) and e.call_id == "w")
+    first.stop_and_wait()
+    kv_before = first.backend.kv_positions()
+    first.close()  # closing the engine first must not lose the writer's last events
+    writer.close()
+    # The same model in a new engine: the context is rebuilt token for token.
+    second, log2 = make_engine(["[CALL] c [HEAD] calculator(expression=\"1\") [END]",
+                                "[CALL] d [HEAD] calculator(expression=\"2\") [END][TRAP] [END]ok"], start=False)
+    second.resume(list(read_transcript(path)), str(path))
+    second.start()
+    resumed = log2.wait_for(lambda e: isinstance(e, ev.SessionResumed))
+    assert resumed.tokens == kv_before and resumed.turns == 2
+    assert second.backend.kv_positions() == kv_before
+    assert second.ask("again", timeout=10)
+    opening = log2.of(ev.InterruptInjected)[0]
+    assert "[INTR] w [HEAD] cancelled [END]" in opening.text, "the stop's cancellation still enters"
+    assert "tools:" not in opening.text, "the tool list is already in the context"
+    text = "".join(e.text for e in log2.of(ev.InterruptInjected))
+    assert "DuplicateCallId: the id c is already used" in text, "call ids carry over"
+    assert log2.first(ev.TurnStarted).turn == 3
+
+
+def test_resume_refuses_another_model(make_engine, tmp_path, tiny_model):
+    from asynclm.core.events import SessionStarted
+
+    engine, _ = make_engine([], start=False)
+    other = [SessionStarted(model="qwen2.5-7b", dialect="text", mode="async", n_ctx=4096, tools="tools: none")]
+    import pytest
+    with pytest.raises(ValueError, match="recorded with model 'qwen2.5-7b'"):
+        engine.resume(other)

@@ -189,3 +189,40 @@ def test_a_bad_model_is_one_sentence_on_screen(tmp_path):
             await until(pilot, lambda: "No model file" in str(app.query_one("#loading").render()))
             assert app.engine is None
     asyncio.run(go())
+
+
+def test_resume_restores_a_session(tiny_model, tmp_path):
+    from asynclm.core.transcript import TranscriptWriter, read_transcript
+
+    path = tmp_path / "session.jsonl"
+    backend = LlamaBackend(tiny_model, n_ctx=4096, n_threads=2)
+    first = Engine(backend, make_test_tools(), policy=ScriptedPolicy(
+        ['Sure.[CALL] c [HEAD] calculator(expression="6*7") [END][TRAP] [END] It is 42.']))
+    writer = TranscriptWriter(path)
+    first.subscribe(writer)
+    first.start()
+    assert first.ask("what is 6*7?", timeout=10)
+    kv = backend.kv_positions()
+    first.close()
+    writer.close()
+    history = list(read_transcript(path))
+
+    def make_engine(progress):
+        engine = Engine(LlamaBackend(tiny_model, n_ctx=4096, n_threads=2), make_test_tools(),
+                        policy=ScriptedPolicy(["Still here."]))
+        engine.resume(history, str(path))
+        return engine
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path, history=history)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await until(pilot, lambda: app.engine is not None and 1 in app.turns)
+            await until(pilot, lambda: any(isinstance(e, ev.SessionResumed) for e in app.events))
+            old = app.turns[1]
+            assert str(old.query_one(".user-message").render()) == "what is 6*7?"
+            assert "It is 42." in "".join(old.answer_parts) and app.panes["c"].result == "42"
+            assert app.engine.backend.kv_positions() == kv, "the context is rebuilt"
+            await send(pilot, app, "still there?")
+            await until(pilot, lambda: ended(app, turn=2))
+            assert "Still here." in "".join(app.turns[2].answer_parts)
+    asyncio.run(go())
