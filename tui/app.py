@@ -27,7 +27,8 @@ from asynclm.core.engine import Engine, Mode
 
 from .widgets import PromptArea, StatusBar, Timeline, TimelineModel, ToolPane, TurnView
 
-DRAIN_HZ = 30
+DRAIN_HZ = 20  # answer text reaches the screen this often; each refresh costs the compositor ~10-20 ms
+CHROME_HZ = 5  # the timeline, elapsed times and status bar need less
 
 
 class EventBridge:
@@ -87,7 +88,7 @@ Ctrl+P opens the command palette. Ctrl+Q quits. Keys can be remapped in the conf
 
 
 class ChatApp(App):
-    CSS_PATH = "chat.tcss"
+    CSS_PATH = Path(__file__).parent / "chat.tcss"  # absolute, so subclasses elsewhere find it
     TITLE = "asynclm"
     COMMANDS = App.COMMANDS | {ChatCommands}
     BINDINGS = [
@@ -134,6 +135,8 @@ class ChatApp(App):
         self._pending_user: list[str] = []
         self._writer = None
         self.updates = 0  # UI batches applied, for the responsiveness benchmark
+        self._chrome_at = 0.0
+        self._status_text = ""
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -156,6 +159,8 @@ class ChatApp(App):
         if self._keymap:
             self.set_keymap(self._keymap)
         self.query_one("#timeline").display = self.show_timeline
+        # Follow the bottom as the answer grows, until the user scrolls up to read.
+        self.query_one("#transcript", VerticalScroll).anchor()
         self.query_one("#prompt", PromptArea).focus()
         for notice in self._startup_notices:
             self.notify(notice, severity="warning", timeout=10)
@@ -295,20 +300,16 @@ class ChatApp(App):
                 await self._apply(e)
             if text_run and self.current is not None:
                 await self.current.write("".join(text_run))
-            self._update_status()
-            self._follow()
+        if now - self._chrome_at < 1 / CHROME_HZ:
+            return
+        self._chrome_at = now
+        self._update_status()
         for pane in self.panes.values():
             if pane.active:
                 pane.tick(now)
         timeline = self.query_one("#timeline", Timeline)
         if timeline.display and (self.busy or batch):
             timeline.refresh_now(now)
-
-    def _follow(self) -> None:
-        scroller = self.query_one("#transcript", VerticalScroll)
-        # Follow the bottom unless the user has scrolled up to read.
-        if scroller.max_scroll_y - scroller.scroll_y <= 3:
-            scroller.scroll_end(animate=False)
 
     async def _apply(self, e: ev.Event) -> None:
         tl = self.timeline_model
@@ -414,7 +415,10 @@ class ChatApp(App):
         ]
         if self.session_path is not None:
             parts.append(f"session {self.session_path}")
-        self.query_one("#status", StatusBar).update(" · ".join(parts))
+        text = " · ".join(parts)
+        if text != self._status_text:
+            self._status_text = text
+            self.query_one("#status", StatusBar).update(text)
 
 
 def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]:
