@@ -395,7 +395,7 @@ class ChatApp(App):
 
     def _pane_state(self, call_id: str, state: str, t: float, detail: str = "") -> ToolPane | None:
         pane = self.panes.get(call_id)
-        if pane is not None and pane.is_mounted:
+        if pane is not None:
             pane.set_state(state, t, detail)
         return pane
 

@@ -54,11 +54,17 @@ class ToolPane(Vertical, can_focus=True):
             yield Button("Allow", id=f"allow-{self.call_id}", variant="success", compact=True)
             yield Button("Deny", id=f"deny-{self.call_id}", variant="error", compact=True)
 
+    def on_mount(self) -> None:
+        # Events may have arrived before the children existed; show what is known now.
+        self.query_one(".pane-state", Label).update(self.state)
+        if self.result:
+            self._show_result(self.state == "failed")
+
     def watch_state(self, old: str, new: str) -> None:
         self.remove_class(f"-{old}")
         self.add_class(f"-{new}")
-        if self.is_mounted:
-            self.query_one(".pane-state", Label).update(new)
+        for label in self.query(".pane-state"):
+            label.update(new)
 
     @property
     def active(self) -> bool:
@@ -70,7 +76,8 @@ class ToolPane(Vertical, can_focus=True):
         if state in ("done", "failed", "cancelled"):
             self.ended = when
         if state == "waiting" and detail:
-            self.query_one(".pane-result", Static).update(Text(f"waiting on {detail}", style="dim"))
+            for widget in self.query(".pane-result"):
+                widget.update(Text(f"waiting on {detail}", style="dim"))
         self.state = state
         self.tick(when)
 
@@ -87,12 +94,14 @@ class ToolPane(Vertical, can_focus=True):
             if more > 0:
                 preview += f"\n… {more} more chars (Enter to expand)"
             text = preview
-        self.query_one(".pane-result", Static).update(Text(text, style="red" if error else ""))
+        for widget in self.query(".pane-result"):
+            widget.update(Text(text, style="red" if error else ""))
 
     def tick(self, now: float) -> None:
         start = self.started or self.detected
         end = self.ended or now
-        self.query_one(".pane-elapsed", Label).update(f"{end - start:.1f}s")
+        for label in self.query(".pane-elapsed"):
+            label.update(f"{end - start:.1f}s")
 
     def on_click(self, event: events.Click) -> None:
         if event.button == 1 and not isinstance(event.widget, Button):
@@ -141,15 +150,17 @@ class TurnView(Vertical):
         return self.query_one(".answer", Vertical)
 
     async def write(self, text: str) -> None:
+        self.answer_parts.append(text)  # the exact answer; what follows only decides the display
         if self._markers:
             # The interrupt entered at a token boundary; show it at the next word boundary.
             cut = next((i for i, ch in enumerate(text) if ch.isspace()), None)
-            if cut is None and self.answer_parts and not self.answer_parts[-1][-1:].isspace():
-                await self._write(text)
+            before = "".join(self.answer_parts[:-1])
+            if cut is None and before and not before[-1:].isspace():
+                await self._show(text)
                 return
             head, text = (text[:cut], text[cut:]) if cut is not None else ("", text)
             if head:
-                await self._write(head)
+                await self._show(head)
             await self.close_segment()
             markers, self._markers = self._markers, []
             for marker in markers:
@@ -157,14 +168,13 @@ class TurnView(Vertical):
             text = text.lstrip(" ")
             if not text:
                 return
-        await self._write(text)
+        await self._show(text)
 
-    async def _write(self, text: str) -> None:
+    async def _show(self, text: str) -> None:
         if self.segment is None:
             self.segment = AnswerSegment("", classes="answer-segment")
             await self.answer.mount(self.segment)
             self.stream = Markdown.get_stream(self.segment)
-        self.answer_parts.append(text)
         await self.stream.write(text)
 
     async def close_segment(self) -> None:

@@ -216,8 +216,9 @@ def test_resume_restores_a_session(tiny_model, tmp_path):
     async def go():
         app = ChatApp(make_engine, export_dir=tmp_path, history=history)
         async with app.run_test(size=(140, 45)) as pilot:
-            await until(pilot, lambda: app.engine is not None and 1 in app.turns)
+            await until(pilot, lambda: 1 in app.turns and "It is 42." in "".join(app.turns[1].answer_parts))
             await until(pilot, lambda: any(isinstance(e, ev.SessionResumed) for e in app.events))
+            await until(pilot, lambda: app.panes["c"].result == "42")
             old = app.turns[1]
             assert str(old.query_one(".user-message").render()) == "what is 6*7?"
             assert "It is 42." in "".join(old.answer_parts) and app.panes["c"].result == "42"
