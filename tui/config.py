@@ -26,9 +26,11 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
     import tomli as tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from asynclm.core.sampling import SamplingSettings
 
 MODES = ("async", "sync", "sync-parallel")
 
@@ -40,16 +42,6 @@ class ConfigError(ValueError):
 def config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "asynclm" / "config.toml"
-
-
-@dataclass
-class Sampling:
-    temperature: float = 0.7
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    seed: int | None = None
 
 
 @dataclass
@@ -66,7 +58,7 @@ class Settings:
     root: str | None = None
     theme: str = "textual-dark"
     timeline: bool = True
-    sampling: Sampling = field(default_factory=Sampling)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     keymap: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,7 +80,7 @@ _TYPES = {
     "theme": str, "timeline": bool,
 }
 _SAMPLING_TYPES = {"temperature": float, "top_k": int, "top_p": float, "min_p": float,
-                   "repeat_penalty": float, "seed": (int, type(None))}
+                   "repeat_penalty": float, "repeat_last_n": int, "seed": (int, type(None))}
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -110,10 +102,15 @@ def load_settings(path: Path | None = None) -> Settings:
         if key == "sampling":
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: [sampling] should be a table.")
+            values = {}
             for k, v in value.items():
                 if k not in _SAMPLING_TYPES:
                     raise ConfigError(f"{path}: unknown sampling setting {k!r}.")
-                setattr(settings.sampling, k, _check(f"sampling.{k}", v, _SAMPLING_TYPES[k], path))
+                values[k] = _check(f"sampling.{k}", v, _SAMPLING_TYPES[k], path)
+            try:
+                settings.sampling = replace(settings.sampling, **values)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}.") from None
         elif key == "keymap":
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError(f"{path}: [keymap] should map binding ids to key names.")

@@ -1,0 +1,48 @@
+"""The config file: read, typed, validated; flags override it; mistakes are one sentence."""
+
+import subprocess
+import sys
+
+import pytest
+
+from asynclm.tui.config import ConfigError, load_settings
+
+
+def test_settings_are_read_and_typed(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('model = "~/m.gguf"\nmode = "sync"\ntimeline = false\n'
+                    '[sampling]\ntemperature = 0\ntop_k = 10\n[keymap]\nstop = "ctrl+c"\n')
+    s = load_settings(path)
+    assert s.model == "~/m.gguf" and s.mode == "sync" and s.timeline is False
+    assert s.sampling.temperature == 0.0 and s.sampling.top_k == 10 and s.sampling.top_p == 0.95
+    assert s.keymap == {"stop": "ctrl+c"}
+    assert load_settings(tmp_path / "absent.toml").mode == "async"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('mode = "fast"', "mode should be one of async, sync, sync-parallel, not 'fast'."),
+    ("n_ctx = 'big'", "n_ctx should be int, not 'big'."),
+    ("colour = 1", "unknown setting 'colour'."),
+    ("[sampling]\ntop_p = 2.0", "top_p must be in (0, 1]."),
+    ("model = ", "is not valid TOML"),
+])
+def test_bad_settings_are_one_sentence(tmp_path, text, message):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_flags_override_the_config_and_a_bad_config_stops_the_cli_in_one_line(tmp_path, tiny_model):
+    good = tmp_path / "good.toml"
+    good.write_text(f'model = "{tiny_model}"\nmode = "sync"\n')
+    run = lambda *a: subprocess.run([sys.executable, "-m", "asynclm.tui.cli", "--headless", "--no-session",
+                                     "--prompt", "hi", "--script", "Hi.", *a], capture_output=True,
+                                    text=True, timeout=120)
+    assert "sync mode" in run("--config", str(good)).stderr, "the model and mode come from the file"
+    assert "sync-parallel mode" in run("--config", str(good), "--mode", "sync-parallel").stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("mode = 3")
+    r = run("--config", str(bad))
+    assert r.returncode == 2 and r.stderr.strip() == f"asynclm-chat: {bad}: mode should be str, not 3."
