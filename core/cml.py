@@ -198,9 +198,6 @@ def call_atoms(call_id: str, expr: str) -> list[Atom]:
     return [Marker.CALL, f" {call_id} ", Marker.HEAD, f" {expr} ", Marker.END]
 
 
-TRAP_ATOMS: list[Atom] = [Marker.TRAP, " ", Marker.END]
-
-
 def atoms_text(atoms: Iterable[Atom]) -> str:
     return "".join(a.value if isinstance(a, Marker) else a for a in atoms)
 

@@ -290,7 +290,6 @@ class Engine:
                 f"The session {path} needs {len(tokens)} tokens, more than this context of "
                 f"{self.backend.n_ctx}; starting a new session instead (use a larger --n-ctx).")))
             self.backend.reset()
-            self._call_ids.clear()
             self._begin_session()
             return
         self._emit(ev.SessionResumed(path=path, tokens=len(tokens), turns=self.turn))

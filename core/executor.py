@@ -99,10 +99,6 @@ class Executor:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
     def start(self) -> None:
         if not self._thread.is_alive():
             self._thread.start()
@@ -158,10 +154,6 @@ class Executor:
     def pending(self) -> set[str]:
         with self._lock:
             return set(self._running)
-
-    def run_coroutine(self, coro: Awaitable[Any]) -> "asyncio.Future[Any]":
-        """Run a coroutine on the executor's loop (front ends' I/O, such as the transcript)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
 
     # --- on the loop --------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ thread never waits for the screen and the screen never re-renders per token.
 from __future__ import annotations
 
 import collections
-import json
 import time
 from functools import partial
 from pathlib import Path

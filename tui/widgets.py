@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from rich.text import Text
@@ -13,16 +12,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, Label, Markdown, Static, TextArea
 
-PANE_STATES = ("queued", "waiting", "confirm", "running", "done", "failed", "cancelled")
-
-
 class ToolPane(Vertical, can_focus=True):
     """One call: the tool and its arguments, its state (a CSS class), elapsed time, result or error."""
-
-    class CancelRequested(Message):
-        def __init__(self, call_id: str) -> None:
-            super().__init__()
-            self.call_id = call_id
 
     class Confirmed(Message):
         def __init__(self, call_id: str, allowed: bool) -> None:
@@ -312,7 +303,3 @@ class PromptArea(TextArea):
                 self.load_text(self.input_history[self._cursor])
             return
         await super()._on_key(event)
-
-
-def clock() -> float:
-    return time.monotonic()

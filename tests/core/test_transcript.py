@@ -1,7 +1,6 @@
 """The session file: every event as a JSON line, written as it happens; a kill loses at most one."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

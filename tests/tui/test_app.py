@@ -3,7 +3,6 @@
 import asyncio
 import time
 
-import pytest
 
 from asynclm.core import events as ev
 from asynclm.core.engine import Engine, EngineConfig
