@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from asynclm.core.transcript import TranscriptWriter
     from asynclm.tools.registry import Registry
     from .config import Settings
 
@@ -136,8 +137,25 @@ def _build_engine(args: argparse.Namespace, tools, progress=None):
         raise UsageError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
 
 
+def session_path(args: argparse.Namespace) -> Path | None:
+    """Where this session is written: --session, a new file in the sessions folder, or nowhere."""
+    from asynclm.core.transcript import new_session_path
+
+    if args.no_session:
+        return None
+    return Path(args.session).expanduser() if args.session else new_session_path()
+
+
+def open_writer(path: Path) -> "TranscriptWriter":
+    from asynclm.core.transcript import TranscriptWriter
+
+    try:
+        return TranscriptWriter(path)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the session file {path}: {exc.strerror or exc}.") from None
+
+
 def run_headless(args: argparse.Namespace) -> int:
-    from asynclm.core.transcript import TranscriptWriter, new_session_path
     from .headless import AnswerPrinter, JsonPrinter, TurnRecorder
 
     if not args.prompt:
@@ -149,13 +167,9 @@ def run_headless(args: argparse.Namespace) -> int:
     recorder = TurnRecorder()
     engine.subscribe(recorder)
     engine.subscribe(JsonPrinter() if args.json else AnswerPrinter())
-    writer = None
-    if not args.no_session:
-        path = Path(args.session).expanduser() if args.session else new_session_path()
-        try:
-            writer = TranscriptWriter(path)
-        except OSError as exc:
-            raise UsageError(f"Cannot write the session file {path}: {exc.strerror or exc}.") from None
+    path = session_path(args)
+    writer = open_writer(path) if path is not None else None
+    if writer is not None:
         engine.subscribe(writer)
     engine.executor.confirmer = _headless_confirmer
     engine.start()
@@ -164,9 +178,9 @@ def run_headless(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         engine.stop()
     finally:
-        engine.stop_and_wait()
+        engine.stop_and_wait()  # the stopped turn's last events reach the file before it closes
         if writer is not None:
-            writer.close()  # before the executor's loop, which does its writing, goes away
+            writer.close()
         engine.close()
     if not args.json:
         print(recorder.summary(engine.dialect.name, engine.mode.value), file=sys.stderr)
@@ -202,7 +216,7 @@ def find_session(name: str) -> Path:
 
 def run_app(args: argparse.Namespace, settings: "Settings") -> int:
     from asynclm.core.llama import ModelError, check_model_file
-    from asynclm.core.transcript import TranscriptWriter, new_session_path, read_transcript
+    from asynclm.core.transcript import read_transcript
     from .app import ChatApp
 
     if not args.model:
@@ -214,27 +228,26 @@ def run_app(args: argparse.Namespace, settings: "Settings") -> int:
     tools, problems = build_tools(args)
     resume_events = None
     if args.resume is not None:
-        session_path = find_session(args.resume)
-        resume_events = list(read_transcript(session_path))
+        path = find_session(args.resume)  # new events are appended to the resumed file
+        resume_events = list(read_transcript(path))
     else:
-        session_path = None if args.no_session else (
-            Path(args.session).expanduser() if args.session else new_session_path())
+        path = session_path(args)
     app: ChatApp
 
     def make_engine(progress):
         engine = _build_engine(args, tools, progress)
         if resume_events is not None:
             try:
-                engine.resume(resume_events, str(session_path))
+                engine.resume(resume_events, str(path))
             except ValueError as exc:
-                raise UsageError(f"Cannot resume {session_path}: {exc}.") from None
-        if session_path is not None:
-            writer = TranscriptWriter(session_path)
+                raise UsageError(f"Cannot resume {path}: {exc}.") from None
+        if path is not None:
+            writer = open_writer(path)
             engine.subscribe(writer)
             app.attach_writer(writer)
         return engine
 
-    app = ChatApp(make_engine, session_path=session_path, show_timeline=settings.timeline,
+    app = ChatApp(make_engine, session_path=path, show_timeline=settings.timeline,
                   keymap=settings.keymap, theme=settings.theme, notices=problems,
                   history=resume_events or [])
     app.run()
