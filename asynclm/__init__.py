@@ -1,3 +1,8 @@
 """asynclm: asynchronous function calling on local llama.cpp models."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# The embedded demonstration model (see docs/model-card.md), used when no --model is given.
+EMBEDDED_MODEL = Path(__file__).resolve().parent / "models" / "asynclm-tiny.gguf"

@@ -28,6 +28,9 @@ GGUF_MAGIC = b"GGUF"
 TOKEN_ATTR_CONTROL = 1 << 3  # llama_token_attr: LLAMA_TOKEN_ATTR_CONTROL
 
 
+DEFAULT_MAX_CTX = 8192
+
+
 class ModelError(Exception):
     """A model that cannot be used; the message is one sentence for the user."""
 
@@ -158,7 +161,8 @@ class LlamaBackend:
 
         threads = n_threads or max(1, os.cpu_count() or 1)
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx if n_ctx > 0 else n_ctx_train
+        # 0 means the model's own trained context (capped: a 128k-token cache would not fit memory).
+        cparams.n_ctx = n_ctx if n_ctx > 0 else min(n_ctx_train, DEFAULT_MAX_CTX)
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_threads = threads

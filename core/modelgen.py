@@ -102,28 +102,63 @@ def write_random_llama(
     chat_template: str | None = None,
 ) -> Path:
     """Write a llama GGUF with random weights and return its path."""
-    import gguf
-
     vocab = vocab or cml_char_vocab()
-    path = Path(path)
     rng = np.random.default_rng(seed)
     n_vocab = len(vocab.tokens)
     e, ff, hd = shape.n_embd, shape.n_ff, shape.n_embd // shape.n_head
     kv = hd * shape.n_head_kv
     np_dtype = np.float16 if dtype == "f16" else np.float32
 
+    def rand(*dims: int) -> np.ndarray:
+        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(np_dtype)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)  # norms stay f32, as llama.cpp's converters write them
+
+    weights = {"token_embd.weight": rand(n_vocab, e)}
+    for i in range(shape.n_layer):
+        weights[f"blk.{i}.attn_norm.weight"] = ones(e)
+        weights[f"blk.{i}.attn_q.weight"] = rand(e, e)
+        weights[f"blk.{i}.attn_k.weight"] = rand(kv, e)
+        weights[f"blk.{i}.attn_v.weight"] = rand(kv, e)
+        weights[f"blk.{i}.attn_output.weight"] = rand(e, e)
+        weights[f"blk.{i}.ffn_norm.weight"] = ones(e)
+        weights[f"blk.{i}.ffn_gate.weight"] = rand(ff, e)
+        weights[f"blk.{i}.ffn_up.weight"] = rand(ff, e)
+        weights[f"blk.{i}.ffn_down.weight"] = rand(e, ff)
+    weights["output_norm.weight"] = ones(e)
+    weights["output.weight"] = rand(n_vocab, e)
+    return write_llama(path, vocab=vocab, shape=shape, weights=weights, name=name,
+                       f16=dtype == "f16", chat_template=chat_template)
+
+
+def write_llama(
+    path: str | Path,
+    *,
+    vocab: Vocab,
+    shape: Shape,
+    weights: dict[str, np.ndarray],
+    name: str,
+    f16: bool = False,
+    chat_template: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a llama-architecture GGUF from named tensors (llama.cpp's names and layouts)."""
+    import gguf
+
+    path = Path(path)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_context_length(shape.n_ctx_train)
-    writer.add_embedding_length(e)
+    writer.add_embedding_length(shape.n_embd)
     writer.add_block_count(shape.n_layer)
-    writer.add_feed_forward_length(ff)
+    writer.add_feed_forward_length(shape.n_ff)
     writer.add_head_count(shape.n_head)
     writer.add_head_count_kv(shape.n_head_kv)
     writer.add_layer_norm_rms_eps(shape.rms_eps)
-    writer.add_rope_dimension_count(hd)
+    writer.add_rope_dimension_count(shape.n_embd // shape.n_head)
     writer.add_rope_freq_base(shape.rope_base)
-    writer.add_file_type(1 if dtype == "f16" else 0)
+    writer.add_file_type(1 if f16 else 0)
 
     writer.add_tokenizer_model(vocab.model)
     writer.add_token_list(vocab.tokens)
@@ -135,31 +170,12 @@ def write_random_llama(
         writer.add_eos_token_id(vocab.eos)
     if vocab.unk is not None:
         writer.add_unk_token_id(vocab.unk)
-    for key, value in vocab.extra.items():
+    for key, value in {**vocab.extra, **(extra or {})}.items():
         _add_kv(writer, key, value)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
-
-    def rand(*dims: int) -> np.ndarray:
-        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(np_dtype)
-
-    def ones(n: int) -> np.ndarray:
-        return np.ones(n, dtype=np.float32)  # norms stay f32, as llama.cpp's converters write them
-
-    writer.add_tensor("token_embd.weight", rand(n_vocab, e))
-    for i in range(shape.n_layer):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", ones(e))
-        writer.add_tensor(f"blk.{i}.attn_q.weight", rand(e, e))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", rand(kv, e))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", rand(kv, e))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", rand(e, e))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones(e))
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", rand(ff, e))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", rand(ff, e))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", rand(e, ff))
-    writer.add_tensor("output_norm.weight", ones(e))
-    writer.add_tensor("output.weight", rand(n_vocab, e))
-
+    for tensor_name, array in weights.items():
+        writer.add_tensor(tensor_name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

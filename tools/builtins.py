@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -23,6 +24,17 @@ def calculator(expression: str) -> float | int:
     return calc.evaluate(expression)
 
 
+@functools.lru_cache(maxsize=1)
+def _zones_by_name() -> dict[str, str]:
+    """Every IANA zone under its lower-case key and under its last part (``lima``), read once."""
+    by_name: dict[str, str] = {}
+    for zone in sorted(available_timezones()):
+        by_name.setdefault(zone.lower(), zone)
+    for zone in sorted(available_timezones()):
+        by_name.setdefault(zone.rsplit("/", 1)[-1].lower(), zone)
+    return by_name
+
+
 def _zone(name: str) -> ZoneInfo:
     if name.strip().lower() in ("utc", "z", "gmt"):
         return ZoneInfo("UTC")
@@ -30,10 +42,9 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError):
         pass
-    wanted = name.strip().replace(" ", "_").lower()
-    for zone in available_timezones():
-        if zone.lower() == wanted or zone.lower().endswith("/" + wanted):
-            return ZoneInfo(zone)
+    zone = _zones_by_name().get(name.strip().replace(" ", "_").lower())
+    if zone is not None:
+        return ZoneInfo(zone)
     raise ValueError(f"unknown time zone {name!r}; use an IANA name such as Europe/Oslo")
 
 

@@ -35,6 +35,8 @@ class FileSandbox:
         if resolved != self.root and not resolved.is_relative_to(self.root):
             why = "a symlink that leads" if _has_escaping_link(candidate, self.root) else "a path"
             raise SandboxError(f"{path!r} is {why} outside the allowed folder {self.root}")
+        if not resolved.exists():
+            raise FileNotFoundError(f"{path!r} does not exist")
         return resolved
 
     def show(self, path: Path) -> str:

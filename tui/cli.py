@@ -26,12 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asynclm-chat",
         description="A terminal assistant that never blocks on its tools.",
     )
-    p.add_argument("--model", metavar="PATH", help="a GGUF model file")
+    p.add_argument("--model", metavar="PATH",
+                   help="a GGUF model file (default: the embedded demonstration model, asynclm-tiny)")
     p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default=None,
                    help="how calls and decoding interleave (default: async)")
     p.add_argument("--dialect", choices=["auto", "native", "text"], default=None,
                    help="how markers are written (default: from the model's vocabulary)")
-    p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens")
+    p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens (default: the model's own, up to 8192)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
     p.add_argument("--temperature", type=float, default=None, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=None)
@@ -78,6 +79,13 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
         if getattr(args, name) is None:
             setattr(args, name, getattr(settings.sampling, name))
     args.tools = list(settings.tools) + list(args.tools)
+    if not args.model:
+        from asynclm import EMBEDDED_MODEL
+
+        if not EMBEDDED_MODEL.is_file():
+            raise UsageError(f"No model given and the embedded model is missing ({EMBEDDED_MODEL}): "
+                             "pass --model PATH to a GGUF file.")
+        args.model = str(EMBEDDED_MODEL)
     return settings
 
 
@@ -113,10 +121,8 @@ def _build_engine(args: argparse.Namespace, tools, progress=None):
     from asynclm.core.policy import ScriptedPolicy
     from asynclm.core.sampling import SamplingSettings
 
-    if not args.model:
-        raise UsageError("No model given: pass --model PATH to a GGUF file.")
-    if args.n_ctx < 64:
-        raise UsageError("--n-ctx must be at least 64 tokens.")
+    if args.n_ctx and args.n_ctx < 64:
+        raise UsageError("--n-ctx must be at least 64 tokens (or 0 for the model's own context).")
     try:
         sampling = SamplingSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                     min_p=args.min_p, repeat_penalty=args.repeat_penalty,
@@ -219,8 +225,6 @@ def run_app(args: argparse.Namespace, settings: "Settings") -> int:
     from asynclm.core.transcript import read_transcript
     from .app import ChatApp
 
-    if not args.model:
-        raise UsageError("No model given: pass --model PATH to a GGUF file, or set model in the config file.")
     try:
         check_model_file(args.model)  # the common mistakes, as one sentence, before the screen opens
     except ModelError as exc:

@@ -49,7 +49,7 @@ class Settings:
     model: str | None = None
     mode: str = "async"
     dialect: str = "auto"
-    n_ctx: int = 4096
+    n_ctx: int = 0  # 0: the model's trained context, up to 8192 tokens
     threads: int | None = None
     max_tokens: int = 4096
     payload_limit: int = 2000

@@ -1,0 +1,128 @@
+"""The trace generator's invariants, on a sample of sessions (training and held-out)."""
+
+from __future__ import annotations
+
+import pytest
+
+from asynclm.core.cml import Marker, parse_call
+from training import entities as ent
+from training.traces import BOS, EOS, _format_ms, _ms, make_session
+
+SEEDS = list(range(40))
+
+
+def blocks(session):
+    """(kind, by_model, id_or_source, body) for every block, in order, plus text runs as ("text", ...)."""
+    out = []
+    atoms = session.atoms
+    i = 0
+    while i < len(atoms):
+        atom, by_model = atoms[i]
+        if atom in (Marker.CALL, Marker.INTR):
+            assert atoms[i + 2][0] is Marker.HEAD and atoms[i + 4][0] is Marker.END, atoms[i:i + 5]
+            assert {a[1] for a in atoms[i:i + 5]} == {by_model}, "a block is written by one side"
+            out.append(("call" if atom is Marker.CALL else "intr", by_model, atoms[i + 1][0].strip(),
+                        atoms[i + 3][0][1:-1]))
+            i += 5
+        elif atom is Marker.TRAP:
+            assert atoms[i + 2][0] is Marker.END and by_model
+            out.append(("trap", True, "", ""))
+            i += 3
+        else:
+            out.append(("text" if atom not in (BOS, EOS) else atom, by_model, "", atom))
+            i += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return [make_session(s) for s in SEEDS] + [make_session(s, heldout=True) for s in SEEDS[:15]]
+
+
+def test_the_same_seed_gives_the_same_session():
+    assert make_session(7).atoms == make_session(7).atoms
+    assert make_session(7).atoms != make_session(8).atoms
+
+
+def test_interrupts_are_written_by_the_engine_and_never_inside_a_block(sample):
+    for session in sample:
+        assert blocks(session)[0][0] == BOS
+        for kind, by_model, _, _ in blocks(session):
+            if kind == "intr":
+                assert not by_model
+            if kind in ("call", "trap"):
+                assert by_model
+        # markers only ever appear as parts of whole blocks (checked by blocks()); no text hides one
+        for atom, _ in session.atoms:
+            if isinstance(atom, str) and not isinstance(atom, Marker):
+                assert not any(m.value in atom for m in Marker)
+
+
+def test_every_call_gets_exactly_one_interrupt_after_it_and_refs_point_back(sample):
+    for session in sample:
+        seen_calls: list[str] = []
+        answered: dict[str, int] = {}
+        for kind, _, ident, body in blocks(session):
+            if kind == "call":
+                assert ident not in seen_calls, "call ids are unique in a session"
+                for ref in parse_call(body).refs:
+                    assert ref in seen_calls, f"{ref} is not an earlier call"
+                seen_calls.append(ident)
+            elif kind == "intr" and ident not in ("user", "system"):
+                assert ident in seen_calls, "a result never comes before its call"
+                answered[ident] = answered.get(ident, 0) + 1
+        assert answered == {c: 1 for c in seen_calls}
+
+
+def test_ready_calls_are_issued_longest_estimate_first(sample):
+    checked = 0
+    for session in sample:
+        shown = {name: _ms(_format_ms(s)) for name, s in session.estimates.items()}
+        burst: list[str] = []
+        for kind, _, _, body in blocks(session) + [("end", False, "", "")]:
+            if kind == "call":
+                burst.append(body)
+                continue
+            ready = [parse_call(b).name for b in burst if not parse_call(b).refs]
+            estimates = [shown[name] for name in ready]
+            assert estimates == sorted(estimates, reverse=True), (ready, estimates)
+            checked += len(ready) > 1
+            burst = []
+    assert checked > 20
+
+
+def test_only_what_the_model_writes_is_trained_on(sample):
+    for session in sample:
+        text_by_model = "".join(a for a, m in session.atoms if m and isinstance(a, str)
+                                and not isinstance(a, Marker) and a not in (BOS, EOS))
+        assert "tools:" not in text_by_model
+        for turn in session.turns:
+            assert turn.request not in text_by_model or len(turn.request) < 12
+        # every turn ends with an end-of-sequence the model writes
+        assert sum(1 for a, m in session.atoms if a == EOS and m) == len(session.turns)
+
+
+def test_held_out_entities_never_appear_in_training_requests(sample):
+    for session in sample[:len(SEEDS)]:
+        for turn in session.turns:
+            for task in turn.tasks + turn.interrupt_tasks:
+                for text, is_entity in task.phrase:
+                    if is_entity and text in ent.cities():
+                        assert not ent.held_out(text)
+                for call in task.calls:
+                    for key in ("path", "pattern"):
+                        if key in call.kwargs:
+                            name = call.kwargs[key].rsplit("/", 1)[-1].split(".")[0]
+                            assert not ent.held_out(name)
+    for session in sample[len(SEEDS):]:
+        cities = [t for turn in session.turns for task in turn.tasks for t, e in task.phrase
+                  if e and t in ent.cities()]
+        assert all(ent.held_out(c) for c in cities)
+
+
+def test_results_come_from_the_real_tools(sample):
+    payloads = [body for s in sample for kind, _, ident, body in blocks(s)
+                if kind == "intr" and ident not in ("user", "system")]
+    assert any(p.startswith("error: ") for p in payloads), "errors are covered"
+    assert any('"kind":"file"' in p for p in payloads), "file_info ran on the generated tree"
+    assert any(" = " in p for p in payloads), "convert_units ran"

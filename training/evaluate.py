@@ -1,0 +1,289 @@
+"""Evaluate a GGUF on held-out requests through the real engine, in async mode, with the real tools.
+
+    python -m training.evaluate --model asynclm/models/asynclm-tiny.gguf --episodes 200
+
+Each episode draws a request from a held-out seed with held-out entity values (cities, numbers, file
+and folder names, search words that never appear in training), builds its folder tree, gives the tools
+estimates the way training does, and runs one turn: the engine decodes greedily, the executor runs the
+real tools, results enter as interrupts whenever they arrive, and a planned user interrupt is typed
+mid-answer (right after the model has written the calls it was asked for, or at its first trap).
+
+Measures (each over the episodes it applies to):
+
+- valid CML: no rejected or malformed block, and the turn ended normally;
+- exact calls: the calls written are exactly the expected ones (name and bound arguments; a dataflow
+  reference counts as the call it points to; whitespace in calculator expressions is ignored);
+- LPT order: the request's ready calls were written longest shown estimate first (ties either way);
+- every result value: the answer text contains the key values of every result it should use;
+- user interrupts acted on: the calls a mid-answer message asked for were written after it;
+- errors reported honestly: a failed call is reported as a failure ("couldn't", "failed", ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asynclm.core import events as ev
+from asynclm.core.cml import Ref, parse_call
+from asynclm.core.engine import Engine, EngineConfig, Mode
+from asynclm.core.llama import LlamaBackend
+from asynclm.core.sampling import GREEDY
+
+from .traces import Call, Planner, ToolRunner, _format_ms, _ms, key_values, plan_turn, tools_text
+
+HELDOUT_EVAL_BASE = 950_000_000
+HONEST = ("couldn't", "could not", "failed", "can't", "cannot", "unable")
+
+
+def _canon_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical(name: str, kwargs: dict[str, Any], registry, by_id: dict[str, str]) -> str:
+    """A call as a comparable string: bound arguments, references replaced by what they point to."""
+    tool = registry.get(name)
+    args = dict(kwargs)
+    if tool is not None:
+        try:
+            args = tool.bind((), {k: (0 if isinstance(v, Ref) else v) for k, v in kwargs.items()})
+        except Exception:
+            args = dict(kwargs)
+        for k, v in kwargs.items():
+            if isinstance(v, Ref):
+                args[k] = v
+    parts = []
+    for k in sorted(args):
+        v = args[k]
+        if isinstance(v, Ref):
+            v = "->" + by_id.get(v.call_id, "?" + v.call_id)
+        elif name == "calculator" and k == "expression" and isinstance(v, str):
+            v = v.replace(" ", "")
+        parts.append(f"{k}={_canon_value(v)!r}")
+    return f"{name}({', '.join(parts)})"
+
+
+def expected_calls(calls: list[Call], registry) -> list[str]:
+    by_id: dict[str, str] = {}
+    out = []
+    for c in calls:
+        text = canonical(c.name, c.kwargs, registry, by_id)
+        by_id[c.call_id] = text
+        out.append(text)
+    return out
+
+
+@dataclass
+class Episode:
+    seed: int
+    request: str
+    user_interrupt: str | None
+    expected: list[str]
+    expected_after_user: list[str]
+    written: list[str] = field(default_factory=list)
+    written_after_user: list[str] = field(default_factory=list)
+    answer: str = ""
+    end_reason: str = ""
+    rejected: list[str] = field(default_factory=list)
+    lpt_applicable: bool = False
+    lpt_ok: bool = False
+    values_needed: list[str] = field(default_factory=list)
+    values_missing: list[str] = field(default_factory=list)
+    errors: int = 0
+    errors_honest: bool = True
+    tokens_per_second: float = 0.0
+    generated: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return not self.rejected and self.end_reason == "done"
+
+    @property
+    def exact(self) -> bool:
+        return sorted(self.written) == sorted(self.expected + self.expected_after_user)
+
+    @property
+    def acted_on_user(self) -> bool:
+        return all(c in self.written_after_user for c in self.expected_after_user)
+
+    @property
+    def fully_correct(self) -> bool:
+        return (self.valid and self.exact and (self.lpt_ok or not self.lpt_applicable)
+                and not self.values_missing and self.errors_honest
+                and (self.user_interrupt is None or self.acted_on_user))
+
+
+def run_episode(model: Path, seed: int, n_ctx: int = 2048, timeout: float = 60.0) -> Episode:
+    rng = random.Random(seed)
+    runner = ToolRunner(rng, heldout=True)
+    try:
+        estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
+                     for tool in runner.registry}
+        tools_text(runner.registry, estimates)  # the estimates the tool list will show
+        planner = Planner(rng, True, runner.tree)
+        turn = plan_turn(rng, planner)
+        first = [c for t in turn.tasks for c in t.calls]
+        later = [c for t in turn.interrupt_tasks for c in t.calls]
+        registry = runner.registry
+        episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
+                          expected_calls(first + later, registry)[len(first):] if later else [])
+        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout)
+    finally:
+        runner.close()
+
+
+def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: int, n_ctx: int,
+           timeout: float) -> Episode:
+    backend = LlamaBackend(model, n_ctx=n_ctx, n_threads=2)
+    engine = Engine(backend, registry, config=EngineConfig(mode=Mode.ASYNC), sampling=GREEDY)
+    by_id: dict[str, str] = {}
+    order: list[str] = []  # tool names of calls in the order written
+    results: dict[str, ev.Event] = {}
+    names: dict[str, tuple[str, dict]] = {}
+    state = {"user_sent": False, "calls": 0}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def send_user() -> None:
+        if turn.user_interrupt and not state["user_sent"]:
+            state["user_sent"] = True
+            engine.interrupt("user", turn.user_interrupt)
+
+    def sink(e: ev.Event) -> None:
+        with lock:
+            if isinstance(e, ev.CallDetected):
+                try:
+                    expr = parse_call(e.expr)
+                    tool = registry.get(expr.name)
+                    kwargs = dict(expr.kwargs)
+                    if expr.args and tool is not None:
+                        kwargs.update({p.name: a for p, a in zip(tool.params, expr.args)})
+                    text = canonical(expr.name, kwargs, registry, by_id)
+                except Exception as exc:  # noqa: BLE001 - an unparsable call is a finding
+                    episode.rejected.append(f"{e.call_id}: {exc}")
+                    return
+                by_id[e.call_id] = text
+                names[e.call_id] = (expr.name, kwargs)
+                order.append(expr.name)
+                episode.written.append(text)
+                if state["user_sent"]:
+                    episode.written_after_user.append(text)
+                state["calls"] += 1
+                if state["calls"] >= n_first:
+                    send_user()
+            elif isinstance(e, ev.CallRejected):
+                episode.rejected.append(f"{e.call_id}: {e.reason}")
+            elif isinstance(e, ev.Notice) and e.level == "error":
+                episode.rejected.append(e.message)
+            elif isinstance(e, ev.TrapEntered):
+                send_user()
+            elif isinstance(e, (ev.CallFinished, ev.CallFailed)):
+                results[e.call_id] = e
+            elif isinstance(e, ev.Stats):
+                episode.tokens_per_second = e.tokens_per_second
+                episode.generated = e.generated
+            elif isinstance(e, ev.TurnEnded):
+                episode.answer = e.text
+                episode.end_reason = e.reason
+                done.set()
+
+    engine.subscribe(sink)
+    engine.start()
+    try:
+        engine.send(turn.request)
+        if not done.wait(timeout):
+            engine.stop_and_wait(5)
+            episode.end_reason = episode.end_reason or "timeout"
+    finally:
+        engine.close()
+        backend.close()
+
+    # LPT: the ready calls of the request, in the order they were written
+    shown = {name: _ms(_format_ms(s)) for name, s in estimates.items()}
+    ready = [text for text in episode.written[:n_first] if "->" not in text]
+    if len(ready) >= 2:
+        episode.lpt_applicable = True
+        est = [shown.get(t.split("(")[0], 0) for t in ready]
+        episode.lpt_ok = all(a >= b for a, b in zip(est, est[1:]))
+
+    superseded = {t.replaces for t in turn.interrupt_tasks if t.replaces}
+    superseded_texts = set()
+    if superseded:
+        first = [c for t in turn.tasks for c in t.calls]
+        exp = dict(zip([c.call_id for c in first], episode.expected))
+        superseded_texts = {exp[s] for s in superseded if s in exp}
+    answer = episode.answer
+    for call_id, result in results.items():
+        name, kwargs = names.get(call_id, ("", {}))
+        if by_id.get(call_id) in superseded_texts:
+            continue
+        if isinstance(result, ev.CallFailed):
+            episode.errors += 1
+            if not any(h in answer.lower() for h in HONEST):
+                episode.errors_honest = False
+            continue
+        call = Call(call_id, name, kwargs, payload=result.result, value=None)
+        needed = key_values(call)
+        episode.values_needed += needed
+        episode.values_missing += [v for v in needed if v not in answer]
+    return episode
+
+
+def summarise(episodes: list[Episode]) -> dict[str, Any]:
+    def rate(flags: list[bool]) -> dict[str, Any]:
+        return {"rate": round(sum(flags) / len(flags), 4) if flags else None, "n": len(flags)}
+
+    with_values = [e for e in episodes if e.values_needed]
+    with_user = [e for e in episodes if e.user_interrupt]
+    with_errors = [e for e in episodes if e.errors]
+    tps = [e.tokens_per_second for e in episodes if e.tokens_per_second]
+    return {
+        "episodes": len(episodes),
+        "valid_cml": rate([e.valid for e in episodes]),
+        "exact_calls": rate([e.exact for e in episodes]),
+        "lpt_order": rate([e.lpt_ok for e in episodes if e.lpt_applicable]),
+        "every_result_value": rate([not e.values_missing for e in with_values]),
+        "user_interrupts_acted_on": rate([e.acted_on_user for e in with_user]),
+        "errors_reported_honestly": rate([e.errors_honest for e in with_errors]),
+        "fully_correct": rate([e.fully_correct for e in episodes]),
+        "tokens_per_second_median": round(statistics.median(tps), 1) if tps else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "asynclm" / "models"
+                                          / "asynclm-tiny.gguf"))
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--first-seed", type=int, default=HELDOUT_EVAL_BASE)
+    p.add_argument("--out", default=None, help="write the figures and every episode as JSON here")
+    args = p.parse_args(argv)
+    episodes = []
+    t0 = time.time()
+    for i in range(args.episodes):
+        episodes.append(run_episode(Path(args.model), args.first_seed + i))
+        if (i + 1) % 25 == 0:
+            print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
+    summary = summarise(episodes)
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(
+            {"summary": summary, "command": "python -m training.evaluate " + " ".join(argv or []),
+             "episodes": [dict(e.__dict__, valid=e.valid, exact=e.exact, fully_correct=e.fully_correct)
+                          for e in episodes]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

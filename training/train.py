@@ -1,0 +1,263 @@
+"""Build the embedded model from nothing: traces, tokenizer, training, GGUF export. One command:
+
+    python -m training.train                      # the shipped model (about 70 minutes on 2 cores)
+    python -m training.train --steps 20 --sessions 200 --work /tmp/w --out /tmp/m.gguf   # a smoke run
+
+Every stage is deterministic from ``--seed``: the sessions (seeds ``seed*10**6 + i``), the BPE, the
+packing order, the initial weights and the batch order. Work files go to ``--work`` and are reused
+when their inputs have not changed (so an interrupted run restarts from the data, not from zero).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "asynclm" / "models" / "asynclm-tiny.gguf"
+HELDOUT_BASE = 900_000_000  # validation sessions: held-out seeds and held-out entity values
+
+
+def _log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def build_data(args: argparse.Namespace, work: Path):
+    from .data import PAD, Packed, fit_to_row, generate, pack
+    from .tokenizer import Tokenizer, build_vocab, load_pieces, save_pieces, text_runs, train_bpe
+
+    key = f"seed={args.seed} sessions={args.sessions} vocab={args.vocab} row={args.row} v=3"
+    meta = work / "data.json"
+    if meta.exists() and json.loads(meta.read_text()).get("key") == key:
+        _log("data: reusing " + str(work))
+        pieces = load_pieces(work / "pieces.txt")
+        return pieces, Packed.load(work / "train.npz"), Packed.load(work / "val.npz")
+
+    t0 = time.time()
+    base = args.seed * 1_000_000
+    train_atoms = generate(range(base, base + args.sessions), workers=args.workers)
+    val_atoms = generate(range(HELDOUT_BASE, HELDOUT_BASE + args.val_sessions), heldout=True,
+                         workers=args.workers)
+    _log(f"data: {len(train_atoms)} training + {len(val_atoms)} held-out sessions in {time.time() - t0:.0f}s")
+
+    sample = train_atoms[: min(len(train_atoms), 4000)]
+    pieces = train_bpe((t for atoms in sample for t in text_runs(atoms)), args.vocab)
+    save_pieces(pieces, work / "pieces.txt")
+    tok = Tokenizer(build_vocab(pieces), work)
+
+    def encode(all_atoms: list) -> list:
+        out, dropped = [], 0
+        for atoms in all_atoms:
+            ids, mask = tok.encode(atoms)
+            fitted = fit_to_row(ids, mask, tok.eos, args.row + 1)
+            if fitted is None:
+                dropped += 1
+            else:
+                out.append(fitted)
+        return out, dropped
+
+    train_seqs, dropped = encode(train_atoms)
+    val_seqs, _ = encode(val_atoms)
+    tok.close()
+    random.Random(args.seed).shuffle(train_seqs)
+    train = pack(train_seqs, args.row, PAD)
+    val = pack(val_seqs, args.row, PAD)
+    n_tok = sum(len(s[0]) for s in train_seqs)
+    n_model = sum(sum(s[1]) for s in train_seqs)
+    stats = {"key": key, "sessions": len(train_seqs), "dropped_too_long": dropped, "tokens": n_tok,
+             "model_tokens": n_model, "rows": int(train.ids.shape[0]), "fill": round(train.fill, 3),
+             "val_rows": int(val.ids.shape[0]), "vocab": len(build_vocab(pieces).tokens),
+             "seconds": round(time.time() - t0)}
+    train.save(work / "train.npz")
+    val.save(work / "val.npz")
+    meta.write_text(json.dumps(stats, indent=1))
+    _log("data: " + json.dumps(stats))
+    return pieces, train, val
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(args: argparse.Namespace) -> Path:
+    import torch
+    import torch.nn.functional as F
+
+    from .data import PAD
+    from .model import Config, Model
+    from .tokenizer import build_vocab
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    pieces, train_rows, val_rows = build_data(args, work)
+    eos = build_vocab(pieces).tokens.index("</s>")
+
+    torch.manual_seed(args.seed)
+    cfg = Config(n_vocab=len(build_vocab(pieces).tokens), n_embd=args.embd, n_layer=args.layers,
+                 n_head=args.heads, n_ff=args.ff, n_ctx=args.row)
+    model = Model(cfg)
+    step_fn = torch.compile(model) if args.compile else model
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    _log(f"model: {model.n_params() / 1e6:.2f}M parameters, {cfg}")
+
+    def batch(rows_ids: np.ndarray, rows_mask: np.ndarray):
+        ids = torch.from_numpy(rows_ids.astype(np.int64))
+        mask = torch.from_numpy(rows_mask)
+        mask = mask & (ids != PAD)
+        ids = ids.masked_fill(ids == PAD, eos)
+        return ids[:, :-1], ids[:, 1:], mask[:, 1:]
+
+    def loss_of(net, x, y, m):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x)
+        losses = F.cross_entropy(logits.float().reshape(-1, cfg.n_vocab), y.reshape(-1), reduction="none")
+        m = m.reshape(-1).float()
+        return (losses * m).sum() / m.sum().clamp(min=1)
+
+    def validate() -> float:
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(val_rows.ids), args.batch):
+                x, y, m = batch(val_rows.ids[i:i + args.batch], val_rows.mask[i:i + args.batch])
+                w = float(m.sum())
+                total += float(loss_of(model, x, y, m)) * w
+                n += w
+        model.train()
+        return total / max(n, 1)
+
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(train_rows.ids))
+    log_path = work / "log.jsonl"
+    log = log_path.open("w")
+    t0 = time.time()
+    tokens = 0
+    cursor = 0
+    for step in range(args.steps):
+        if cursor + args.batch > len(order):  # a further pass, in a new order
+            order, cursor = rng.permutation(len(train_rows.ids)), 0
+        idx = np.sort(order[cursor:cursor + args.batch])
+        cursor += args.batch
+        x, y, m = batch(train_rows.ids[idx], train_rows.mask[idx])
+        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = loss_of(step_fn, x, y, m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += x.numel()
+        record = None
+        if step % args.log_every == 0 or step == args.steps - 1:
+            elapsed = time.time() - t0
+            record = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr, 6),
+                      "tokens": tokens, "seconds": round(elapsed, 1),
+                      "tok_per_s": round(tokens / max(elapsed, 1e-9))}
+        if (step % args.val_every == 0 and step) or step == args.steps - 1:
+            record = record or {"step": step}
+            record["val_loss"] = round(validate(), 4)
+        if record:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            _log(json.dumps(record))
+    log.close()
+
+    ckpt = work / "checkpoint.pt"
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "pieces": pieces,
+                "args": vars(args)}, ckpt)
+    summary = summarise(log_path, work)
+    _log("summary: " + json.dumps(summary))
+    return ckpt
+
+
+def summarise(log_path: Path, work: Path) -> dict:
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val_loss" in r]
+    last = train_rows[-1]
+    data = json.loads((work / "data.json").read_text())
+    summary = {"steps": last["step"] + 1, "tokens": last["tokens"], "minutes": round(last["seconds"] / 60, 1),
+               "tok_per_s": last["tok_per_s"], "final_loss": last["loss"],
+               "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None, "data": data}
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def plot(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    tr = [(r["tokens"] / 1e6, r["loss"]) for r in rows if "loss" in r]
+    va = [(r["tokens"] / 1e6, r["val_loss"]) for r in rows if "val_loss" in r and "tokens" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(*zip(*tr), label="training (model-written tokens)", lw=1)
+    if va:
+        ax.plot(*zip(*va), "o-", label="held-out sessions", lw=1.5)
+    ax.set_xlabel("tokens seen (millions)")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("asynclm-tiny training")
+    fig.tight_layout()
+    fig.savefig(out, metadata={"Software": None})
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sessions", type=int, default=16000, help="training sessions to generate")
+    p.add_argument("--val-sessions", type=int, default=240)
+    p.add_argument("--vocab", type=int, default=1024)
+    p.add_argument("--row", type=int, default=2048, help="tokens per training row (the model's context)")
+    p.add_argument("--batch", type=int, default=4, help="rows per step")
+    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=60)
+    p.add_argument("--embd", type=int, default=256)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--ff", type=int, default=688)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--workers", type=int, default=2, help="processes generating sessions")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--work", default=str(ROOT / "training" / "work"))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--f32", action="store_true", help="export F32 matrices instead of F16")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .export import export
+
+    args = parse_args(argv)
+    ckpt = train(args)
+    digest = export(ckpt, Path(args.out), f16=not args.f32)
+    work = Path(args.work)
+    plot(work / "log.jsonl", work / "loss.png")
+    _log(f"export: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, sha256 {digest})")
+
+
+if __name__ == "__main__":
+    main()
