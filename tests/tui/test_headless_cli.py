@@ -53,7 +53,6 @@ def test_headless_on_a_sampling_model_ends_cleanly(tiny_model):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/m.gguf", "--prompt", "hi"], "No model file at /nonexistent/m.gguf."),
-    (["--prompt", "hi"], "No model given"),
     (["--model", "{tiny}"], "--headless needs --prompt"),
     (["--model", "{tiny}", "--prompt", "hi", "--top-p", "2"], "Bad sampling setting: top_p must be in (0, 1]."),
     (["--model", "{tiny}", "--prompt", "hi", "--script", "@/nonexistent/s.txt"], "Cannot read the script file"),
@@ -64,6 +63,17 @@ def test_bad_input_gives_one_sentence(tiny_model, args, message):
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_embedded_model_is_one_sentence(monkeypatch, tmp_path, capsys):
+    import asynclm
+    from asynclm.tui import cli
+
+    monkeypatch.setattr(asynclm, "EMBEDDED_MODEL", tmp_path / "gone.gguf")
+    assert cli.main(["--headless", "--prompt", "hi", "--no-session", "--config", str(tmp_path / "none.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"asynclm-chat: No model given and the embedded model is missing ({tmp_path / 'gone.gguf'}): "
+                   "pass --model PATH to a GGUF file.")
 
 
 def test_tools_flag_loads_a_user_file_and_names_the_broken_function(tiny_model, tmp_path):

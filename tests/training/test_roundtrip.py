@@ -1,0 +1,99 @@
+"""A few training steps, then export, then llama.cpp: the GGUF computes what the torch model computes."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from asynclm.core import events as ev  # noqa: E402
+from asynclm.core.engine import Engine  # noqa: E402
+from asynclm.core.llama import LlamaBackend  # noqa: E402
+from asynclm.core.sampling import GREEDY  # noqa: E402
+from asynclm.tools.builtins import default_registry  # noqa: E402
+from training import train as pipeline  # noqa: E402
+from training.export import export, load_checkpoint  # noqa: E402
+from training.tokenizer import Tokenizer, build_vocab  # noqa: E402
+from training.traces import make_session  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("train")
+    args = pipeline.parse_args([
+        "--steps", "6", "--sessions", "40", "--val-sessions", "4", "--vocab", "600", "--row", "512",
+        "--batch", "2", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
+        "--no-compile", "--workers", "1", "--log-every", "1", "--val-every", "3", "--threads", "2",
+        "--work", str(work), "--out", str(work / "m.gguf")])
+    ckpt = pipeline.train(args)
+    return work, ckpt
+
+
+def test_training_logs_a_falling_loss_and_a_held_out_loss(trained):
+    work, _ = trained
+    summary = pipeline.summarise(work / "log.jsonl", work)
+    assert summary["steps"] == 6 and summary["final_val_loss"] is not None
+    rows = [r for r in map(__import__("json").loads, (work / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    pipeline.plot(work / "log.jsonl", work / "loss.png")
+    assert (work / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_is_bit_for_bit_and_matches_torch_in_llama_cpp(trained):
+    work, ckpt = trained
+    a = export(ckpt, work / "a.gguf", f16=False)
+    b = export(ckpt, work / "b.gguf", f16=False)
+    assert a == b == hashlib.sha256((work / "a.gguf").read_bytes()).hexdigest()
+
+    model, pieces = load_checkpoint(ckpt)
+    tok = Tokenizer(build_vocab(pieces), work)
+    ids, _ = tok.encode(make_session(123, heldout=True).atoms)
+    tok.close()
+    ids = ids[:200]
+    backend = LlamaBackend(work / "a.gguf", n_ctx=512, n_threads=2)
+    try:
+        llama_rows = []
+        for i in range(0, len(ids), 50):  # incremental evaluation, as the engine does it
+            backend.eval(ids[i:i + 50])
+            llama_rows.append(np.array(backend.logits()))
+        with torch.no_grad():
+            full = model(torch.tensor([ids]))[0].numpy()
+        torch_rows = [full[min(i + 50, len(ids)) - 1] for i in range(0, len(ids), 50)]
+        for got, want in zip(llama_rows, torch_rows):
+            # A wrong rotary layout loads fine and is off by whole units; this agrees to rounding.
+            assert np.abs(got - want).max() < 1e-2
+            assert got.argmax() == want.argmax()
+    finally:
+        backend.close()
+
+
+def test_the_exported_model_runs_a_turn_in_the_engine(trained, tmp_path):
+    work, ckpt = trained
+    path = work / "engine.gguf"
+    export(ckpt, path)
+    backend = LlamaBackend(path, n_ctx=512, n_threads=2)
+    engine = Engine(backend, default_registry(str(tmp_path)), sampling=GREEDY)
+    seen: list[ev.Event] = []
+    ended = threading.Event()
+
+    def sink(e: ev.Event) -> None:
+        seen.append(e)
+        if isinstance(e, ev.TurnEnded):
+            ended.set()
+
+    engine.subscribe(sink)
+    engine.start()
+    try:
+        assert engine.dialect.name == "native"  # the markers are control tokens of the vocabulary
+        engine.send("what is 2+2")
+        assert ended.wait(120)
+    finally:
+        engine.close()
+        backend.close()
+    started = next(e for e in seen if isinstance(e, ev.SessionStarted))
+    assert started.model == "asynclm-tiny" and started.tools.startswith("tools: calculator(")
+    assert any(isinstance(e, ev.TokenGenerated) for e in seen)
