@@ -3,6 +3,9 @@
     python -m training.train                      # the shipped model (about 70 minutes on 2 cores)
     python -m training.train --steps 20 --sessions 200 --work /tmp/w --out /tmp/m.gguf   # a smoke run
 
+A checkpoint is written every ``--checkpoint-every`` steps; ``--resume`` continues from it (with a
+larger ``--steps`` to train longer), so a run can be split over several sittings.
+
 Every stage is deterministic from ``--seed``: the sessions (seeds ``seed*10**6 + i``), the BPE, the
 packing order, the initial weights and the batch order. Work files go to ``--work`` and are reused
 when their inputs have not changed (so an interrupted run restarts from the data, not from zero).
@@ -143,11 +146,25 @@ def train(args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_rows.ids))
     log_path = work / "log.jsonl"
-    log = log_path.open("w")
-    t0 = time.time()
-    tokens = 0
-    cursor = 0
-    for step in range(args.steps):
+    ckpt = work / "checkpoint.pt"
+    first, tokens, cursor, spent = 0, 0, 0, 0.0
+    if args.resume and ckpt.exists():  # continue a run: weights, optimiser, batch order, counters
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        order, cursor = np.array(state["order"]), state["cursor"]
+        first, tokens, spent = state["step"] + 1, state["tokens"], state["seconds"]
+        _log(f"resuming after step {state['step']}")
+    log = log_path.open("a" if first else "w")
+    t0 = time.time() - spent
+
+    def save(step: int) -> None:
+        torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "pieces": pieces, "args": vars(args),
+                    "optimizer": opt.state_dict(), "rng": rng.bit_generator.state, "order": order.tolist(),
+                    "cursor": cursor, "step": step, "tokens": tokens, "seconds": time.time() - t0}, ckpt)
+
+    for step in range(first, args.steps):
         if cursor + args.batch > len(order):  # a further pass, in a new order
             order, cursor = rng.permutation(len(train_rows.ids)), 0
         idx = np.sort(order[cursor:cursor + args.batch])
@@ -175,11 +192,10 @@ def train(args: argparse.Namespace) -> Path:
             log.write(json.dumps(record) + "\n")
             log.flush()
             _log(json.dumps(record))
+        if step % args.checkpoint_every == 0 and step:
+            save(step)
     log.close()
-
-    ckpt = work / "checkpoint.pt"
-    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "pieces": pieces,
-                "args": vars(args)}, ckpt)
+    save(args.steps - 1)
     summary = summarise(log_path, work)
     _log("summary: " + json.dumps(summary))
     return ckpt
@@ -242,6 +258,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the work folder's checkpoint (raise --steps to train longer)")
     p.add_argument("--work", default=str(ROOT / "training" / "work"))
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--f32", action="store_true", help="export F32 matrices instead of F16")

@@ -97,3 +97,16 @@ def test_the_exported_model_runs_a_turn_in_the_engine(trained, tmp_path):
     started = next(e for e in seen if isinstance(e, ev.SessionStarted))
     assert started.model == "asynclm-tiny" and started.tools.startswith("tools: calculator(")
     assert any(isinstance(e, ev.TokenGenerated) for e in seen)
+
+
+def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained):
+    work, ckpt = trained
+    args = pipeline.parse_args([
+        "--steps", "8", "--sessions", "40", "--val-sessions", "4", "--vocab", "600", "--row", "512",
+        "--batch", "2", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
+        "--no-compile", "--workers", "1", "--log-every", "1", "--val-every", "3", "--threads", "2",
+        "--work", str(work), "--out", str(work / "m.gguf"), "--resume"])
+    pipeline.train(args)
+    steps = [r["step"] for r in map(__import__("json").loads, (work / "log.jsonl").read_text().splitlines())]
+    assert steps[:6] == [0, 1, 2, 3, 4, 5] and steps[-2:] == [6, 7]
+    assert torch.load(ckpt, weights_only=False)["step"] == 7
