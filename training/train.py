@@ -151,7 +151,8 @@ def train(args: argparse.Namespace) -> Path:
     if args.resume and ckpt.exists():  # continue a run: weights, optimiser, batch order, counters
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:  # a checkpoint without one restarts the moments
+            opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         order, cursor = np.array(state["order"]), state["cursor"]
         first, tokens, spent = state["step"] + 1, state["tokens"], state["seconds"]
