@@ -141,7 +141,6 @@ def write_llama(
     name: str,
     f16: bool = False,
     chat_template: str | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a llama-architecture GGUF from named tensors (llama.cpp's names and layouts)."""
     import gguf
@@ -170,7 +169,7 @@ def write_llama(
         writer.add_eos_token_id(vocab.eos)
     if vocab.unk is not None:
         writer.add_unk_token_id(vocab.unk)
-    for key, value in {**vocab.extra, **(extra or {})}.items():
+    for key, value in vocab.extra.items():
         _add_kv(writer, key, value)
     if chat_template is not None:
         writer.add_chat_template(chat_template)

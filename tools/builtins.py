@@ -27,10 +27,9 @@ def calculator(expression: str) -> float | int:
 @functools.lru_cache(maxsize=1)
 def _zones_by_name() -> dict[str, str]:
     """Every IANA zone under its lower-case key and under its last part (``lima``), read once."""
-    by_name: dict[str, str] = {}
-    for zone in sorted(available_timezones()):
-        by_name.setdefault(zone.lower(), zone)
-    for zone in sorted(available_timezones()):
+    zones = sorted(available_timezones())
+    by_name = {zone.lower(): zone for zone in zones}
+    for zone in zones:  # full names first: a last part never shadows a whole zone name
         by_name.setdefault(zone.rsplit("/", 1)[-1].lower(), zone)
     return by_name
 

@@ -58,7 +58,7 @@ class Packed:
 PAD = -1
 
 
-def pack(sequences: list[tuple[list[int], list[bool]]], row: int, pad_token: int) -> Packed:
+def pack(sequences: list[tuple[list[int], list[bool]]], row: int) -> Packed:
     """First-fit packing of whole sessions into rows of ``row + 1`` tokens (inputs and shifted targets)."""
     width = row + 1
     rows: list[list[int]] = []
@@ -82,6 +82,4 @@ def pack(sequences: list[tuple[list[int], list[bool]]], row: int, pad_token: int
     for r, (ids, mask) in enumerate(zip(rows, masks)):
         out_ids[r, :len(ids)] = ids
         out_mask[r, :len(mask)] = mask
-    packed = Packed(out_ids, out_mask)
-    packed.ids[packed.ids == PAD] = PAD  # kept as a marker for fill; replaced before training
-    return packed
+    return Packed(out_ids, out_mask)  # PAD marks the unused tail; the trainer masks it out

@@ -33,7 +33,7 @@ def _log(msg: str) -> None:
 
 
 def build_data(args: argparse.Namespace, work: Path):
-    from .data import PAD, Packed, fit_to_row, generate, pack
+    from .data import Packed, fit_to_row, generate, pack
     from .tokenizer import Tokenizer, build_vocab, load_pieces, save_pieces, text_runs, train_bpe
 
     key = f"seed={args.seed} sessions={args.sessions} vocab={args.vocab} row={args.row} v=3"
@@ -53,7 +53,8 @@ def build_data(args: argparse.Namespace, work: Path):
     sample = train_atoms[: min(len(train_atoms), 4000)]
     pieces = train_bpe((t for atoms in sample for t in text_runs(atoms)), args.vocab)
     save_pieces(pieces, work / "pieces.txt")
-    tok = Tokenizer(build_vocab(pieces), work)
+    vocab = build_vocab(pieces)
+    tok = Tokenizer(vocab, work)
 
     def encode(all_atoms: list) -> list:
         out, dropped = [], 0
@@ -70,13 +71,13 @@ def build_data(args: argparse.Namespace, work: Path):
     val_seqs, _ = encode(val_atoms)
     tok.close()
     random.Random(args.seed).shuffle(train_seqs)
-    train = pack(train_seqs, args.row, PAD)
-    val = pack(val_seqs, args.row, PAD)
+    train = pack(train_seqs, args.row)
+    val = pack(val_seqs, args.row)
     n_tok = sum(len(s[0]) for s in train_seqs)
     n_model = sum(sum(s[1]) for s in train_seqs)
     stats = {"key": key, "sessions": len(train_seqs), "dropped_too_long": dropped, "tokens": n_tok,
              "model_tokens": n_model, "rows": int(train.ids.shape[0]), "fill": round(train.fill, 3),
-             "val_rows": int(val.ids.shape[0]), "vocab": len(build_vocab(pieces).tokens),
+             "val_rows": int(val.ids.shape[0]), "vocab": len(vocab.tokens),
              "seconds": round(time.time() - t0)}
     train.save(work / "train.npz")
     val.save(work / "val.npz")
@@ -104,10 +105,11 @@ def train(args: argparse.Namespace) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     pieces, train_rows, val_rows = build_data(args, work)
-    eos = build_vocab(pieces).tokens.index("</s>")
+    tokens_of_vocab = build_vocab(pieces).tokens
+    eos = tokens_of_vocab.index("</s>")
 
     torch.manual_seed(args.seed)
-    cfg = Config(n_vocab=len(build_vocab(pieces).tokens), n_embd=args.embd, n_layer=args.layers,
+    cfg = Config(n_vocab=len(tokens_of_vocab), n_embd=args.embd, n_layer=args.layers,
                  n_head=args.heads, n_ff=args.ff, n_ctx=args.row)
     model = Model(cfg)
     step_fn = torch.compile(model) if args.compile else model
