@@ -1,6 +1,7 @@
 """The real ``asynclm-chat`` in a real terminal (tmux): type, see panes and an answer, interrupt
 mid-answer, quit cleanly."""
 
+import json
 import os
 import shlex
 import shutil
@@ -68,5 +69,12 @@ def test_chat_in_a_real_terminal(tiny_model, tmp_path):
         wait_for(session, "EXITED:0")
     finally:
         tmux("kill-session", "-t", session)
-    lines = (tmp_path / "session.jsonl").read_text().splitlines()
-    assert '"type": "TurnEnded"' in lines[-1], "the session file is complete after a clean quit"
+    # The session file is complete after a clean quit: every line whole, the turn's end recorded, and
+    # the wait that quitting cut short recorded as cancelled (its cancellation may land on either side
+    # of the turn's end: it comes from the tools' thread), so a resume loses nothing.
+    records = [json.loads(line) for line in (tmp_path / "session.jsonl").read_text().splitlines()]
+    types = [r["type"] for r in records]
+    assert "TurnEnded" in types
+    outcomes = {r["source"]: r["kind"] for r in records if r["type"] == "InterruptQueued"}
+    assert outcomes.get("c1") == "result"
+    assert outcomes.get("w1") in ("result", "cancelled")
