@@ -26,6 +26,7 @@ log = logging.getLogger("asynclm.llama")
 
 GGUF_MAGIC = b"GGUF"
 TOKEN_ATTR_CONTROL = 1 << 3  # llama_token_attr: LLAMA_TOKEN_ATTR_CONTROL
+TOKEN_ATTR_USER_DEFINED = 1 << 4  # LLAMA_TOKEN_ATTR_USER_DEFINED
 
 
 DEFAULT_MAX_CTX = 8192
@@ -218,7 +219,11 @@ class LlamaBackend:
             n = lib.llama_model_meta_key_by_index(self._model, i, buf, ctypes.sizeof(buf))
             key = buf.value.decode("utf-8", errors="replace") if n >= 0 else ""
             n = lib.llama_model_meta_val_str_by_index(self._model, i, buf, ctypes.sizeof(buf))
-            if key and n >= 0:
+            if n >= ctypes.sizeof(buf):  # a long value (a large chat template): read it whole
+                big = ctypes.create_string_buffer(n + 1)
+                lib.llama_model_meta_val_str_by_index(self._model, i, big, n + 1)
+                meta[key] = big.value.decode("utf-8", errors="replace")
+            elif key and n >= 0:
                 meta[key] = buf.value.decode("utf-8", errors="replace")
         desc_buf = ctypes.create_string_buffer(256)
         lib.llama_model_desc(self._model, desc_buf, ctypes.sizeof(desc_buf))
@@ -241,6 +246,11 @@ class LlamaBackend:
 
     def is_control(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_get_attr(self._vocab, token) & TOKEN_ATTR_CONTROL)
+
+    def is_special(self, token: int) -> bool:
+        """A token that special-token parsing can produce from its spelling (control or user-defined)."""
+        attr = self._lib.llama_vocab_get_attr(self._vocab, token)
+        return bool(attr & (TOKEN_ATTR_CONTROL | TOKEN_ATTR_USER_DEFINED))
 
     def control_token(self, text: str) -> int | None:
         """The id of the control token spelled ``text``, if the vocabulary has one."""
