@@ -3,11 +3,18 @@
 - ``native``: the five markers are control tokens of the vocabulary (the embedded model, models
   fine-tuned for CML). Engine-written markers are those token ids; every text run, including what a
   user or a tool wrote, is tokenized with special-token parsing off, so it can never yield a marker.
-- ``text``: the markers are literal strings (any instruct model prompted with the protocol). Marker
-  strings inside injected text are neutralised before tokenizing; the monitor finds the model's
-  markers in the decoded text however the tokenizer splits them.
+- ``text``: any instruct model, prompted with the protocol through its own chat template (see
+  ``chat``). The markers are literal strings in the assistant's text; the monitor finds the model's
+  markers however the tokenizer splits them, and a mask keeps it from completing ``[INTR`` or writing
+  the template's control tokens. Interrupts enter as CML text inside the assistant's turn.
+- ``chat``: as ``text``, but an interrupt closes the assistant's message, enters as the template's
+  tool message (a user message for what the user typed) and reopens the assistant's message. Offered
+  where the template renders tool messages. Calls may also be written in the family's own syntax
+  (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``); they become CML calls with fresh ids.
 
-The dialect is chosen from the vocabulary: native when all five markers are control tokens.
+In both, injected text (user messages, tool results) has CML markers and the template's special
+strings neutralised, so it can forge neither a call nor a turn. ``auto`` picks native when all five
+markers are control tokens, else chat where the template has tool messages, else text.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from typing import Iterable
 
 import numpy as np
 
-from .cml import MARKERS, Atom, BlockState, Marker, interrupt_atoms, neutralise
+from .chat import (DEFAULT_TEMPLATES, ChatTemplate, TemplateError, ToolCallSyntax, default_template_name,
+                   system_prompt)
+from .cml import MARKERS, Atom, BlockState, Marker, format_interrupt, interrupt_atoms, neutralise
 from .interrupts import Interrupt
 from .llama import LlamaBackend
 from .monitor import Monitor
 
-DIALECTS = ("native", "text")
+DIALECTS = ("native", "text", "chat")
 
 
 class DialectError(ValueError):
@@ -34,6 +43,7 @@ class Dialect:
     def __init__(self, backend: LlamaBackend) -> None:
         self.backend = backend
         self._text_cache: dict[str, list[int]] = {}
+        self._adds_space = backend.detokenize(backend.tokenize("a", special=False)).startswith(" ")
 
     # --- what the engine writes ---------------------------------------------------------------
 
@@ -41,7 +51,20 @@ class Dialect:
         raise NotImplementedError
 
     def text_tokens(self, text: str) -> list[int]:
-        """Plain text (model or injected), with special-token parsing off."""
+        """Plain text (model or injected), with special-token parsing off.
+
+        SentencePiece vocabularies that add a space prefix would put a space before every separately
+        tokenized run; the run is tokenized after a newline instead, which is then cut off.
+        """
+        if not self._adds_space or not text:
+            return self.backend.tokenize(text, special=False)
+        tokens = self.backend.tokenize("\n" + text, special=False)
+        for k in range(1, min(3, len(tokens)) + 1):
+            if self.backend.detokenize(tokens[:k]) in ("\n", " \n"):
+                rest = tokens[k:]
+                if self.backend.detokenize(rest) == text:
+                    return rest
+                break
         return self.backend.tokenize(text, special=False)
 
     def encode(self, atoms: Iterable[Atom]) -> list[int]:
@@ -61,7 +84,9 @@ class Dialect:
     def prepare_injected(self, text: str) -> str:
         return text
 
-    def encode_interrupts(self, interrupts: Iterable[Interrupt]) -> tuple[list[int], str]:
+    def encode_interrupts(self, interrupts: Iterable[Interrupt], opening: bool = False) -> tuple[list[int], str]:
+        """Tokens and text for interrupts; ``opening``: they open a turn (the native dialect makes
+        no difference)."""
         atoms: list[Atom] = []
         for intr in interrupts:
             atoms += interrupt_atoms(intr.source, self.prepare_injected(intr.payload))
@@ -77,9 +102,20 @@ class Dialect:
         eos = self.backend.eos
         return [eos] if eos >= 0 else []
 
+    def after_answer(self, token: int) -> list[int]:
+        """The end-of-generation token that finished an answer, as the next turn's prefix."""
+        return [token]
+
+    def describe(self) -> str:
+        return self.name
+
+    def notice(self) -> str | None:
+        """What the user should be told about this dialect, once a session."""
+        return None
+
     # --- what the model writes ----------------------------------------------------------------
 
-    def new_monitor(self, max_block_tokens: int = 1024) -> Monitor:
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False) -> Monitor:
         raise NotImplementedError
 
 
@@ -120,49 +156,161 @@ class NativeDialect(Dialect):
     def marker_tokens(self, marker: Marker) -> list[int]:
         return [self.ids[marker]]
 
-    def new_monitor(self, max_block_tokens: int = 1024) -> Monitor:
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False) -> Monitor:
         return Monitor(self.backend.piece, marker_ids=self._by_id, banned=self._banned,
                        silent_ids=self._silent, max_block_tokens=max_block_tokens)
 
 
-class TextDialect(Dialect):
-    name = "text"
+INTR_PREFIXES = ("", "[", "[I", "[IN", "[INT")
 
-    def __init__(self, backend: LlamaBackend) -> None:
+
+class TemplateDialect(Dialect):
+    """The ``text`` and ``chat`` dialects: literal markers, the model's own chat template."""
+
+    def __init__(self, backend: LlamaBackend, *, messages: bool = False,
+                 template: ChatTemplate | None = None) -> None:
         super().__init__(backend)
-        self._markers = {m: backend.tokenize(m.value, special=False) for m in MARKERS}
+        self.template = template or template_for(backend)
+        if messages and not self.template.info.tool:
+            raise DialectError(f"the {self.template.info.name} chat template has no tool messages, "
+                               "so it cannot carry interrupts as messages; use the text dialect")
+        self.messages = messages
+        self.name = "chat" if messages else "text"
+        self._markers = {m: self.text_tokens(m.value) for m in MARKERS}
         eog = backend.eog_tokens.tolist()
-        none = _as_ids([])
-        self._banned = {
-            BlockState.OUTSIDE: none,
-            BlockState.CALL_ID: _as_ids(eog),
-            BlockState.CALL_BODY: _as_ids(eog),
-            BlockState.TRAP: _as_ids(eog),
-        }
-        self._silent = frozenset(
-            tok for tok in range(backend.n_vocab) if backend.is_control(tok)
-        )
+        # The model may end its turn (end of generation) but not write the template's other control
+        # tokens (a new turn header would forge a turn).
+        control = [t for t in range(backend.n_vocab) if backend.is_control(t) and not backend.is_eog(t)]
+        self._silent = frozenset(t for t in range(backend.n_vocab) if backend.is_control(t))
+        outside = _as_ids(control)
+        inside = _as_ids(control + eog)
+        self._banned = {BlockState.OUTSIDE: outside, BlockState.CALL_ID: inside,
+                        BlockState.CALL_BODY: inside, BlockState.TRAP: inside}
+        self._intr_bans = self._completing_intr()
+        self._masks: dict[tuple[BlockState, str], np.ndarray] = {}
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.template.info.name} template)"
+
+    def notice(self) -> str | None:
+        if self.template.info.name == "model":
+            return None
+        return f"This model has no chat template; using the built-in {self.template.info.name} template."
+
+    def _completing_intr(self) -> dict[str, np.ndarray]:
+        """For each way the text may end in a prefix of ``[INTR``, the tokens that would complete it."""
+        bans: dict[str, list[int]] = {p: [] for p in INTR_PREFIXES}
+        for tok in range(self.backend.n_vocab):
+            piece = self.backend.piece(tok).decode("utf-8", errors="ignore")
+            if not piece:
+                continue
+            for prefix in INTR_PREFIXES:
+                if "[INTR" in prefix + piece:
+                    bans[prefix].append(tok)
+        return {p: _as_ids(v) for p, v in bans.items()}
+
+    def banned(self, state: BlockState, tail: str) -> np.ndarray:
+        prefix = next((p for p in reversed(INTR_PREFIXES) if p and tail.endswith(p)), "")
+        key = (state, prefix)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._masks[key] = np.union1d(self._banned[state], self._intr_bans[prefix])
+        return mask
+
+    # --- what the engine writes ---------------------------------------------------------------
 
     def marker_tokens(self, marker: Marker) -> list[int]:
         return self._markers[marker]
 
     def prepare_injected(self, text: str) -> str:
-        return neutralise(text)
+        """Neutralise CML markers and the spellings of the vocabulary's special tokens."""
+        text = neutralise(text)
+        for _ in range(4):
+            specials = {self.backend.piece(t).decode("utf-8", errors="ignore")
+                        for t in self.backend.tokenize(text, special=True) if self.backend.is_special(t)}
+            specials.discard("")
+            if not specials:
+                break
+            for spelling in specials:  # a zero-width joiner after the first character breaks the match
+                text = text.replace(spelling, spelling[0] + "\u200d" + spelling[1:])
+        return text
 
-    def new_monitor(self, max_block_tokens: int = 1024) -> Monitor:
+    def session_start(self) -> list[int]:
+        return []  # the template's opening renders the start of the conversation
+
+    def turn_separator(self) -> list[int]:
+        return []  # the template's suffix closes the assistant's message
+
+    def after_answer(self, token: int) -> list[int]:
+        return []
+
+    def encode_interrupts(self, interrupts: Iterable[Interrupt], opening: bool = False) -> tuple[list[int], str]:
+        items = list(interrupts)
+        if not opening and not self.messages:
+            text = "".join(format_interrupt(i.source, self.prepare_injected(i.payload)) for i in items)
+            return self.text_tokens(text), text
+        if opening:
+            text = self._opening(items)
+        else:
+            text = self.template.after_assistant([self._message(i) for i in items])
+        tokens = self.backend.tokenize(text, special=True)
+        b = self.backend
+        if opening and self.backend.n_past == 0 and b.add_bos and b.bos >= 0 and tokens[:1] != [b.bos]:
+            tokens.insert(0, b.bos)
+        return tokens, text
+
+    def _message(self, item: Interrupt) -> dict[str, str]:
+        payload = self.prepare_injected(item.payload)
+        if item.source == "user":
+            return {"role": "user", "content": payload}
+        return {"role": "tool", "content": format_interrupt(item.source, payload)}
+
+    def _opening(self, items: list[Interrupt]) -> str:
+        """A new turn: the system message (first turn), then one user message holding the user's words
+        after anything else that arrived (results of a stopped answer, notes) as CML interrupts."""
+        first = self.backend.n_past == 0
+        system = [i for i in items if i.source == "system"] if first else []
+        rest = [i for i in items if i not in system]
+        user = "\n".join(self.prepare_injected(i.payload) for i in rest if i.source == "user")
+        notes = "".join(format_interrupt(i.source, self.prepare_injected(i.payload))
+                        for i in rest if i.source != "user")
+        content = f"{notes}\n{user}" if notes and user else notes or user
+        if first:
+            return self.template.opening(system_prompt("\n".join(i.payload for i in system)), content)
+        return self.template.after_assistant([{"role": "user", "content": content}])
+
+    # --- what the model writes ----------------------------------------------------------------
+
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False) -> Monitor:
         return Monitor(self.backend.piece, marker_ids=None, banned=self._banned,
-                       silent_ids=self._silent, max_block_tokens=max_block_tokens)
+                       silent_ids=self._silent, max_block_tokens=max_block_tokens,
+                       tail_banned=self.banned, translate=ToolCallSyntax(taken))
+
+
+def template_for(backend: LlamaBackend) -> ChatTemplate:
+    """The model's own chat template, or the built-in one that suits its vocabulary."""
+    bos = backend.piece(backend.bos).decode("utf-8", errors="replace") if backend.bos >= 0 else ""
+    eos = backend.piece(backend.eos).decode("utf-8", errors="replace") if backend.eos >= 0 else ""
+    source = backend.info.metadata.get("tokenizer.chat_template")
+    if source:
+        try:
+            return ChatTemplate(source, name="model", bos=bos, eos=eos)
+        except TemplateError:
+            pass  # fall back to a built-in one below; describe() says which
+    name = default_template_name(lambda text: backend.control_token(text) is not None)
+    return ChatTemplate(DEFAULT_TEMPLATES[name], name=name, bos=bos, eos=eos)
 
 
 def select_dialect(backend: LlamaBackend, name: str | None = None) -> Dialect:
-    """The dialect named, or the best one the vocabulary supports."""
+    """The dialect named, or the best one the model supports."""
     if name in (None, "auto"):
         try:
             return NativeDialect(backend)
         except DialectError:
-            return TextDialect(backend)
+            template = template_for(backend)
+            return TemplateDialect(backend, messages=template.info.tool, template=template)
     if name == "native":
         return NativeDialect(backend)
-    if name == "text":
-        return TextDialect(backend)
+    if name in ("text", "chat"):
+        return TemplateDialect(backend, messages=name == "chat")
     raise DialectError(f"unknown dialect {name!r}; choose one of: auto, {', '.join(DIALECTS)}")

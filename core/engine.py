@@ -181,6 +181,9 @@ class Engine:
         self._emit(ev.SessionStarted(model=self.backend.info.name, dialect=self.dialect.name,
                                      mode=self.mode.value, n_ctx=self.backend.n_ctx, tools=tools_text))
         self._queue(Interrupt("system", tools_text, "system"))
+        notice = self.dialect.notice()
+        if notice:
+            self._emit(ev.Notice(level="info", message=notice))
 
     def stop_and_wait(self, timeout: float = 5.0) -> None:
         """Stop the running answer, if any, and wait until its turn has ended (and been reported)."""
@@ -305,7 +308,8 @@ class Engine:
             self._in_turn = True
         self._emit(ev.TurnStarted(turn=self.turn, text=first_user))
         self._refresh_tool_list()
-        monitor = self._monitor = self.dialect.new_monitor(self.config.max_block_tokens)
+        monitor = self._monitor = self.dialect.new_monitor(self.config.max_block_tokens,
+                                                               taken=self._call_ids.__contains__)
         backend, policy = self.backend, self.policy
         answer: list[str] = []
         generated = 0
@@ -314,7 +318,7 @@ class Engine:
         reason = "done"
         try:
             prefix, self._prefix = self._prefix, []
-            self._inject(prefix, notify=False)
+            self._inject(prefix, notify=False, opening=True)
             policy.start_turn(self.turn, self.dialect)
             while True:
                 if self._stop.is_set():
@@ -334,7 +338,7 @@ class Engine:
                         decode_seconds += time.perf_counter() - t0
                         self._trap("end-of-sequence")
                         continue
-                    self._prefix = [token]
+                    self._prefix = self.dialect.after_answer(token)
                     break
                 items = monitor.feed(token)
                 policy.accept(token)
@@ -400,7 +404,7 @@ class Engine:
         self.backend.eval(tokens)
         self._emit(ev.ContextExtended(tokens=tuple(tokens), reason=reason))
 
-    def _inject(self, prefix: list[int] | None = None, notify: bool = True) -> None:
+    def _inject(self, prefix: list[int] | None = None, notify: bool = True, opening: bool = False) -> None:
         items = self.queue.drain()
         if prefix:
             try:
@@ -411,7 +415,7 @@ class Engine:
                 raise
         if not items:
             return
-        tokens, text = self.dialect.encode_interrupts(items)
+        tokens, text = self.dialect.encode_interrupts(items, opening=opening)
         position = self.backend.n_past
         started = time.monotonic()
         try:

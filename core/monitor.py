@@ -28,6 +28,8 @@ class Monitor:
         banned: dict[BlockState, np.ndarray],
         silent_ids: frozenset[int] = frozenset(),
         max_block_tokens: int = 1024,
+        tail_banned=None,  # callable (state, last text) -> banned ids, replacing ``banned``
+        translate=None,  # a text filter with feed(str) -> str and flush() -> str (ToolCallSyntax)
     ) -> None:
         self._piece = pieces
         self._marker_ids = marker_ids or {}
@@ -38,6 +40,9 @@ class Monitor:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._block_tokens = 0
         self.max_block_tokens = max_block_tokens
+        self._tail_banned = tail_banned
+        self._translate = translate
+        self._tail = ""
 
     @property
     def state(self) -> BlockState:
@@ -49,12 +54,15 @@ class Monitor:
 
     @property
     def safe(self) -> bool:
-        """A safe point: not inside a block, and no half-seen marker string held back."""
+        """A safe point: not inside a block, and no half-seen marker string or family-syntax call
+        held back."""
         return self._parser.state is BlockState.OUTSIDE and not (
             self._scanner is not None and self._scanner.holding
-        )
+        ) and not (self._translate is not None and self._translate.holding)
 
     def banned(self) -> np.ndarray:
+        if self._tail_banned is not None:
+            return self._tail_banned(self._parser.state, self._tail)
         return self._banned[self._parser.state]
 
     def feed(self, token: int) -> list[BlockItem]:
@@ -68,6 +76,10 @@ class Monitor:
             atoms = []
         else:
             text = self._decoder.decode(self._piece(token))
+            if text:
+                self._tail = (self._tail + text)[-8:]
+            if self._translate is not None and text:
+                text = self._translate.feed(text)
             if self._scanner is not None:
                 atoms = self._scanner.feed(text) if text else []
             else:
@@ -87,6 +99,8 @@ class Monitor:
         """End of the stream: release held-back text."""
         atoms: list[Atom] = []
         tail = self._decoder.decode(b"", final=True)
+        if self._translate is not None:
+            tail = self._translate.feed(tail) + self._translate.flush()
         if tail:
             atoms.extend(self._scanner.feed(tail) if self._scanner is not None else [tail])
         if self._scanner is not None:

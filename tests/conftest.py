@@ -108,12 +108,15 @@ def make_test_tools() -> Registry:
     return reg
 
 
-@pytest.fixture
-def make_engine(tiny_model: Path):
-    """Factory: an engine on the tiny model driven by a script; closed after the test."""
-    made: list[Engine] = []
+class EngineMaker:
+    """Builds engines on a model, driven by a script, and closes them all at the end."""
 
-    def factory(
+    def __init__(self) -> None:
+        self.made: list[Engine] = []
+
+    def __call__(
+        self,
+        model: Path,
         turns: Iterable[str] = (),
         *,
         reactions: dict[str, str] | None = None,
@@ -125,7 +128,7 @@ def make_engine(tiny_model: Path):
         policy: Any = None,
         start: bool = True,
     ) -> tuple[Engine, EventLog]:
-        backend = LlamaBackend(tiny_model, n_ctx=n_ctx, n_threads=2)
+        backend = LlamaBackend(model, n_ctx=n_ctx, n_threads=2)
         cfg = config or EngineConfig(mode=mode)
         engine = Engine(backend, tools or make_test_tools(),
                         policy=policy or ScriptedPolicy(list(turns), reactions),
@@ -134,10 +137,23 @@ def make_engine(tiny_model: Path):
         engine.subscribe(log)
         if start:
             engine.start()
-        made.append(engine)
+        self.made.append(engine)
         return engine, log
 
-    yield factory
-    for engine in made:
-        engine.close()
-        engine.backend.close()
+    def close(self) -> None:
+        for engine in self.made:
+            engine.close()
+            engine.backend.close()
+
+
+@pytest.fixture
+def engine_maker():
+    maker = EngineMaker()
+    yield maker
+    maker.close()
+
+
+@pytest.fixture
+def make_engine(tiny_model: Path, engine_maker: EngineMaker):
+    """Factory: an engine on the tiny model driven by a script; closed after the test."""
+    return lambda turns=(), **options: engine_maker(tiny_model, turns, **options)

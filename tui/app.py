@@ -193,7 +193,7 @@ class ChatApp(App):
         self.engine = engine
         self.query_one("#loading").display = False
         self.query_one("#progress").display = False
-        self.sub_title = f"{engine.backend.info.name} · {engine.dialect.name} dialect"
+        self.sub_title = f"{engine.backend.info.name} · {engine.dialect.describe()} dialect"
         for text in self._pending_user:
             engine.send(text)
         self._pending_user.clear()
@@ -406,7 +406,7 @@ class ChatApp(App):
         n_past = engine.backend.n_past
         parts = [
             engine.backend.info.name,
-            f"{engine.dialect.name} dialect",
+            f"{engine.dialect.describe()} dialect",
             f"{engine.mode.value} mode",
             f"{self.tokens_per_second:.0f} tok/s" if self.tokens_per_second else "- tok/s",
             f"ctx {n_past}/{engine.backend.n_ctx}",

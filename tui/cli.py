@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a GGUF model file (default: the embedded demonstration model, asynclm-tiny)")
     p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default=None,
                    help="how calls and decoding interleave (default: async)")
-    p.add_argument("--dialect", choices=["auto", "native", "text"], default=None,
+    p.add_argument("--dialect", choices=["auto", "native", "text", "chat"], default=None,
                    help="how markers are written (default: from the model's vocabulary)")
     p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens (default: the model's own, up to 8192)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
@@ -189,7 +189,7 @@ def run_headless(args: argparse.Namespace) -> int:
             writer.close()
         engine.close()
     if not args.json:
-        print(recorder.summary(engine.dialect.name, engine.mode.value), file=sys.stderr)
+        print(recorder.summary(engine.dialect.describe(), engine.mode.value), file=sys.stderr)
         if writer is not None:
             print(f"session: {writer.path}", file=sys.stderr)
     return 0
