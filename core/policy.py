@@ -8,7 +8,8 @@
 
 A script is CML text per turn, e.g. ``'Checking.[CALL] w1 [HEAD] weather(city="Oslo") [END][TRAP] [END]Done.'``.
 When a turn's script runs out the policy writes end-of-sequence. ``reactions`` map an interrupt source
-(a call id or ``user``) to more script, written as soon as an interrupt from that source has entered.
+(a call id or ``user``) to more script, written as soon as an interrupt from that source has entered;
+a list reacts to that source's first, second, ... interrupt in turn.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ class ScriptViolation(RuntimeError):
 
 
 class ScriptedPolicy:
-    def __init__(self, turns: Iterable[str], reactions: Mapping[str, str] | None = None) -> None:
+    def __init__(self, turns: Iterable[str], reactions: Mapping[str, str | Sequence[str]] | None = None) -> None:
         self._turns = deque(turns)
-        self._reactions = dict(reactions or {})
+        self._reactions = {source: deque([script] if isinstance(script, str) else script)
+                           for source, script in (reactions or {}).items()}
         self._queue: deque[int] = deque()
         self._dialect: "Dialect | None" = None
         self._eos = -1
@@ -84,10 +86,14 @@ class ScriptedPolicy:
         if self._queue and self._queue[0] == token:
             self._queue.popleft()
 
+    def write_next(self, script: str) -> None:
+        """Write ``script`` before whatever is left of the current one (an answer to an interrupt)."""
+        assert self._dialect is not None, "a turn has started"
+        self._queue.extendleft(reversed(self._dialect.encode(split_atoms(script))))
+
     def injected(self, interrupts: Sequence[Interrupt]) -> None:
-        assert self._dialect is not None
         for intr in interrupts:
-            script = self._reactions.pop(intr.source, None)
+            pending = self._reactions.get(intr.source)
+            script = pending.popleft() if pending else None
             if script:
-                tokens = self._dialect.encode(split_atoms(script))
-                self._queue.extendleft(reversed(tokens))
+                self.write_next(script)

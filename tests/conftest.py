@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,16 @@ from asynclm.core.modelgen import write_random_llama
 from asynclm.core.policy import ScriptedPolicy
 from asynclm.tools.builtins import default_registry
 from asynclm.tools.registry import Registry
+
+
+def shared_data(name: str, env: str) -> Path | None:
+    """A folder of ``shared/`` next to the checkout (real tokenizers, BFCL data), or ``$env``."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / name).is_dir():
+            return parent / "shared" / name
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ tokens, real chat formatting. Scripts decide what the model writes.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -21,20 +20,10 @@ from asynclm.core.engine import Engine
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.modelgen import write_with_vocab
 
-from conftest import EventLog, make_test_tools
+from conftest import EventLog, make_test_tools, shared_data
 
 
-def _vocab_dir() -> Path | None:
-    env = os.environ.get("ASYNCLM_VOCAB_DIR")
-    if env:
-        return Path(env)
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "vocab").is_dir():
-            return parent / "shared" / "vocab"
-    return None
-
-
-VOCAB = _vocab_dir()
+VOCAB = shared_data("vocab", "ASYNCLM_VOCAB_DIR")
 if VOCAB is None:
     pytest.skip("shared/vocab (real tokenizers) is not next to this checkout; set ASYNCLM_VOCAB_DIR",
                 allow_module_level=True)

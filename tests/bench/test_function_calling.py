@@ -1,0 +1,52 @@
+"""The function-calling benchmark, small: a few tasks of every workload on the test model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+BFCL = shared_data("bfcl", "ASYNCLM_BFCL_DIR")
+if BFCL is None:
+    pytest.skip("shared/bfcl (BFCL data) is not next to this checkout; set ASYNCLM_BFCL_DIR",
+                allow_module_level=True)
+
+MODES = ("sync", "sync-parallel", "async")
+WORKLOADS = ("parallel", "parallel_multiple", "multi_step", "user_interrupts")
+
+
+def test_smoke_run_reports_every_workload_and_async_is_not_slower_on_parallel(tmp_path):
+    out, chart = tmp_path / "report.json", tmp_path / "timeline.png"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "function_calling.py"), "--models", "tiny", "--tasks", "2",
+         "--bfcl-dir", str(BFCL), "--threads", "2", "--out", str(out), "--chart", str(chart)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "function calling: end-to-end latency" in done.stdout
+    report = json.loads(out.read_text())
+    assert chart.stat().st_size > 10_000
+    per_workload = report["models"]["tiny"]
+    assert set(per_workload) == set(WORKLOADS)
+    for workload, data in per_workload.items():
+        summary = data["summary"]
+        assert set(summary) == set(MODES)
+        assert summary["sync"]["speedup_vs_sync"] == 1.0
+        for mode in MODES:
+            s, rows = summary[mode], data["tasks"][mode]
+            assert s["tasks"] == len(rows) == 2
+            assert 0 < s["bound_mean_s"] and 0 < s["efficiency"] <= 1.05, (workload, mode, s)
+            for row in rows:
+                assert row["calls"] == len(row["timeline"]["calls"]) >= 1
+                assert row["timeline"]["tokens"][0] == 0.0 and row["timeline"]["end"] == pytest.approx(
+                    row["latency"], abs=1e-3)
+    # Ratios within this one run: on parallel tasks async overlaps the calls' latencies.
+    parallel = per_workload["parallel"]["summary"]
+    assert parallel["async"]["mean_s"] <= parallel["sync"]["mean_s"]
+    user = per_workload["user_interrupts"]["tasks"]["async"]
+    assert all(row["calls"] >= 6 for row in user), "the tasks typed mid-answer were acted on"
