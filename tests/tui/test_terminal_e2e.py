@@ -56,7 +56,7 @@ def test_chat_in_a_real_terminal(tiny_model, tmp_path):
         tmux("send-keys", "-t", session, "-l", "Wait 4s and compute 17*23")
         tmux("send-keys", "-t", session, "Enter")
         shown = wait_for(session, "calculator(expression=")
-        assert "wait(seconds=4)" in shown and "running" in shown, "panes show while the wait runs"
+        assert "wait(seconds=4)" in shown and "running" in shown, f"panes show while the wait runs:\n{shown}"
         wait_for(session, "Working")
         assert "running" in screen(session), "the wait still runs when the user types"
         # Mid-answer, while the wait still runs: the message enters the answer.
