@@ -347,7 +347,7 @@ def workloads(args: argparse.Namespace) -> dict[str, list[Task]]:
 
 def model_paths(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
     from asynclm import EMBEDDED_MODEL
-    from asynclm.core.modelgen import REALISTIC, TINY, cml_char_vocab, write_random_llama
+    from asynclm.core.modelgen import REALISTIC, TINY, cml_char_vocab, write_random_llama, write_with_vocab
 
     paths: dict[str, Path] = {}
     for name in args.models:
@@ -358,8 +358,14 @@ def model_paths(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
         elif name == "realistic":
             paths[name] = write_random_llama(folder / "realistic.gguf", shape=REALISTIC, seed=1,
                                              vocab=cml_char_vocab(size=32000), dtype="f16")
+        elif name == "realistic-bpe":  # the same shape with Llama 3's tokenizer: the chat dialect
+            vocab = Path(args.vocab_dir) / "ggml-vocab-llama-bpe.gguf"
+            if not vocab.exists():
+                raise SystemExit(f"no {vocab.name} in {args.vocab_dir}; pass --vocab-dir (../shared/vocab)")
+            paths[name] = write_with_vocab(folder / "realistic-bpe.gguf", vocab, shape=REALISTIC, seed=1)
         else:
-            raise SystemExit(f"unknown model {name!r}; choose from embedded, tiny, realistic (or --model PATH)")
+            raise SystemExit(f"unknown model {name!r}; choose from embedded, tiny, realistic, realistic-bpe "
+                             "(or --model PATH)")
     if args.model:
         paths[Path(args.model).stem] = Path(args.model)
     return paths
@@ -443,9 +449,12 @@ def chart(report: dict, out: Path) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="embedded,realistic",
-                   help="comma-separated: embedded, tiny, realistic (a generated 246M-parameter shape)")
+                   help="comma-separated: embedded, tiny, realistic (a generated 246M-parameter shape with "
+                        "a character vocabulary), realistic-bpe (the same shape with Llama 3's tokenizer)")
     p.add_argument("--model", help="also any GGUF file")
     p.add_argument("--bfcl-dir", default=str(ROOT.parent / "shared" / "bfcl"))
+    p.add_argument("--vocab-dir", default=str(ROOT.parent / "shared" / "vocab"),
+                   help="real tokenizers, for realistic-bpe")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--tasks", type=int, default=20, help="tasks per workload")
     p.add_argument("--ms-per-token", type=float, default=0.0, help="extra delay per token (a remote model)")
