@@ -39,12 +39,13 @@ def wait_for(session: str, text: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen(session)}")
 
 
-def test_chat_in_a_real_terminal(tiny_model, tmp_path):
+def test_chat_in_a_real_terminal(tmp_path):
+    """The command as a user starts it: no --model, so the embedded model; a script decides the words."""
     script = tmp_path / "script.txt"
     script.write_text(SCRIPT + "\n")
     session = f"asynclm-{uuid.uuid4().hex[:8]}"
     cmd = " ".join(shlex.quote(a) for a in [
-        sys.executable, "-m", "asynclm.tui.cli", "--model", str(tiny_model), "--script", f"@{script}",
+        sys.executable, "-m", "asynclm.tui.cli", "--script", f"@{script}",
         "--session", str(tmp_path / "session.jsonl"), "--config", str(tmp_path / "none.toml")])
     tmux("new-session", "-d", "-s", session, "-x", "140", "-y", "45")
     tmux("set-option", "-t", session, "window-size", "manual")
