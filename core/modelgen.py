@@ -95,20 +95,10 @@ SMALL = Shape(n_embd=256, n_layer=6, n_head=8, n_head_kv=8, n_ff=688, n_ctx_trai
 REALISTIC = Shape(n_embd=1024, n_layer=16, n_head=16, n_head_kv=4, n_ff=2816, n_ctx_train=8192)
 
 
-def write_random_llama(
-    path: str | Path,
-    *,
-    vocab: Vocab | None = None,
-    shape: Shape = TINY,
-    seed: int = 0,
-    name: str = "random-llama",
-    dtype: str = "f32",
-    chat_template: str | None = None,
-) -> Path:
-    """Write a llama GGUF with random weights and return its path."""
-    vocab = vocab or cml_char_vocab()
+def random_weights(shape: Shape, n_vocab: int, *, seed: int = 0, dtype: str = "f32",
+                   tied: bool = False) -> dict[str, np.ndarray]:
+    """Random llama tensors by llama.cpp's names; ``tied``: no output matrix (the embeddings serve)."""
     rng = np.random.default_rng(seed)
-    n_vocab = len(vocab.tokens)
     e, ff, hd = shape.n_embd, shape.n_ff, shape.n_embd // shape.n_head
     kv = hd * shape.n_head_kv
     np_dtype = np.float16 if dtype == "f16" else np.float32
@@ -131,7 +121,24 @@ def write_random_llama(
         weights[f"blk.{i}.ffn_up.weight"] = rand(ff, e)
         weights[f"blk.{i}.ffn_down.weight"] = rand(e, ff)
     weights["output_norm.weight"] = ones(e)
-    weights["output.weight"] = rand(n_vocab, e)
+    if not tied:
+        weights["output.weight"] = rand(n_vocab, e)
+    return weights
+
+
+def write_random_llama(
+    path: str | Path,
+    *,
+    vocab: Vocab | None = None,
+    shape: Shape = TINY,
+    seed: int = 0,
+    name: str = "random-llama",
+    dtype: str = "f32",
+    chat_template: str | None = None,
+) -> Path:
+    """Write a llama GGUF with random weights and return its path."""
+    vocab = vocab or cml_char_vocab()
+    weights = random_weights(shape, len(vocab.tokens), seed=seed, dtype=dtype)
     return write_llama(path, vocab=vocab, shape=shape, weights=weights, name=name,
                        f16=dtype == "f16", chat_template=chat_template)
 
@@ -274,26 +281,13 @@ def write_with_vocab(path: str | Path, vocab_gguf: str | Path, *, shape: Shape =
     klen = struct.unpack_from("<Q", tokens_raw)[0]
     n_vocab = struct.unpack_from("<Q", tokens_raw, 8 + klen + 8)[0]
     family = records.get("general.name", (b"", None))[1] or Path(vocab_gguf).stem
-    e, ff, hd = shape.n_embd, shape.n_ff, shape.n_embd // shape.n_head
-    kv = hd * shape.n_head_kv
-    rng = np.random.default_rng(seed)
-
-    def rand(*dims: int) -> np.ndarray:
-        return (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(np.float16)
-
-    tensors = {"token_embd.weight": rand(n_vocab, e), "output_norm.weight": np.ones(e, np.float32)}
-    for i in range(shape.n_layer):
-        tensors.update({
-            f"blk.{i}.attn_norm.weight": np.ones(e, np.float32), f"blk.{i}.attn_q.weight": rand(e, e),
-            f"blk.{i}.attn_k.weight": rand(kv, e), f"blk.{i}.attn_v.weight": rand(kv, e),
-            f"blk.{i}.attn_output.weight": rand(e, e), f"blk.{i}.ffn_norm.weight": np.ones(e, np.float32),
-            f"blk.{i}.ffn_gate.weight": rand(ff, e), f"blk.{i}.ffn_up.weight": rand(ff, e),
-            f"blk.{i}.ffn_down.weight": rand(e, ff)})
+    hd = shape.n_embd // shape.n_head
+    tensors = random_weights(shape, n_vocab, seed=seed, dtype="f16", tied=True)
     meta = [
         _kv("general.architecture", "llama"), _kv("general.name", name or f"random {family}"),
         _kv("general.file_type", 1), _kv("llama.context_length", shape.n_ctx_train),
-        _kv("llama.embedding_length", e), _kv("llama.block_count", shape.n_layer),
-        _kv("llama.feed_forward_length", ff), _kv("llama.attention.head_count", shape.n_head),
+        _kv("llama.embedding_length", shape.n_embd), _kv("llama.block_count", shape.n_layer),
+        _kv("llama.feed_forward_length", shape.n_ff), _kv("llama.attention.head_count", shape.n_head),
         _kv("llama.attention.head_count_kv", shape.n_head_kv),
         _kv("llama.attention.layer_norm_rms_epsilon", float(shape.rms_eps)),
         _kv("llama.rope.dimension_count", hd), _kv("llama.rope.freq_base", float(shape.rope_base)),
