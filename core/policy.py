@@ -8,8 +8,7 @@
 
 A script is CML text per turn, e.g. ``'Checking.[CALL] w1 [HEAD] weather(city="Oslo") [END][TRAP] [END]Done.'``.
 When a turn's script runs out the policy writes end-of-sequence. ``reactions`` map an interrupt source
-(a call id or ``user``) to more script, written as soon as an interrupt from that source has entered;
-a list reacts to that source's first, second, ... interrupt in turn.
+(a call id or ``user``) to more script, written as soon as an interrupt from that source has entered.
 """
 
 from __future__ import annotations
@@ -59,10 +58,9 @@ class ScriptViolation(RuntimeError):
 
 
 class ScriptedPolicy:
-    def __init__(self, turns: Iterable[str], reactions: Mapping[str, str | Sequence[str]] | None = None) -> None:
+    def __init__(self, turns: Iterable[str], reactions: Mapping[str, str] | None = None) -> None:
         self._turns = deque(turns)
-        self._reactions = {source: deque([script] if isinstance(script, str) else script)
-                           for source, script in (reactions or {}).items()}
+        self._reactions = dict(reactions or {})
         self._queue: deque[int] = deque()
         self._dialect: "Dialect | None" = None
         self._eos = -1
@@ -93,7 +91,6 @@ class ScriptedPolicy:
 
     def injected(self, interrupts: Sequence[Interrupt]) -> None:
         for intr in interrupts:
-            pending = self._reactions.get(intr.source)
-            script = pending.popleft() if pending else None
+            script = self._reactions.pop(intr.source, None)
             if script:
                 self.write_next(script)
