@@ -180,8 +180,9 @@ class TemplateDialect(Dialect):
         eog = backend.eog_tokens.tolist()
         # The model may end its turn (end of generation) but not write the template's other control
         # tokens (a new turn header would forge a turn).
-        control = [t for t in range(backend.n_vocab) if backend.is_control(t) and not backend.is_eog(t)]
-        self._silent = frozenset(t for t in range(backend.n_vocab) if backend.is_control(t))
+        controls = [t for t in range(backend.n_vocab) if backend.is_control(t)]
+        self._silent = frozenset(controls)
+        control = [t for t in controls if not backend.is_eog(t)]
         outside = _as_ids(control)
         inside = _as_ids(control + eog)
         self._banned = {BlockState.OUTSIDE: outside, BlockState.CALL_ID: inside,
@@ -253,9 +254,9 @@ class TemplateDialect(Dialect):
             text = self._opening(items)
         else:
             text = self.template.after_assistant([self._message(i) for i in items])
-        tokens = self.backend.tokenize(text, special=True)
         b = self.backend
-        if opening and self.backend.n_past == 0 and b.add_bos and b.bos >= 0 and tokens[:1] != [b.bos]:
+        tokens = b.tokenize(text, special=True)
+        if opening and b.n_past == 0 and b.add_bos and b.bos >= 0 and tokens[:1] != [b.bos]:
             tokens.insert(0, b.bos)
         return tokens, text
 
