@@ -41,6 +41,7 @@ from typing import Any
 
 from asynclm.core import events as ev
 from asynclm.core.cml import split_atoms
+from asynclm.core.dialect import Dialect, select_dialect
 from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
@@ -228,10 +229,11 @@ class BenchPolicy(ScriptedPolicy):
         return super().choose(logits, banned)
 
 
-def play(backend: LlamaBackend, task: Task, mode: str, scale: float, ms_per_token: float) -> dict:
+def play(backend: LlamaBackend, dialect: Dialect, task: Task, mode: str, scale: float,
+         ms_per_token: float) -> dict:
     scripts = [segment_script(calls, k == 0) for k, calls in enumerate(task.segments)]
     engine = Engine(backend, registry_for(task, scale), policy=BenchPolicy(scripts, ms_per_token / 1000),
-                    dialect="auto", config=EngineConfig(mode=Mode.parse(mode), max_turn_tokens=8192))
+                    dialect=dialect, config=EngineConfig(mode=Mode.parse(mode), max_turn_tokens=8192))
     log: list[ev.Event] = []
     timers: list[threading.Timer] = []
     n_calls = sum(len(seg) for seg in task.segments)
@@ -281,7 +283,7 @@ def measure(log: list[ev.Event], task: Task, engine: Engine, scripts: list[str])
     completion: dict[str, float] = {}
     clock = 0.0
     for k, (seg, script) in enumerate(zip(task.segments, scripts)):
-        clock = max(clock, ARRIVALS[k] if k else 0.0)
+        clock = max(clock, ARRIVALS[k])
         for call in lpt_order(seg):
             cut = script.index(f"[CALL] {call.call_id} [HEAD]")
             cut = script.index("[END]", cut) + len("[END]")
@@ -384,6 +386,7 @@ def run(args: argparse.Namespace) -> dict:
         bar = progress.add_task("tasks", total=total)
         for model, path in paths.items():
             backend = LlamaBackend(path, n_ctx=args.n_ctx, n_threads=args.threads)
+            dialect = select_dialect(backend)  # once a model: it reads the whole vocabulary
             per_model: dict[str, Any] = {}
             try:
                 for workload, items in tasks.items():
@@ -391,7 +394,8 @@ def run(args: argparse.Namespace) -> dict:
                     for task in items:
                         for mode in MODES:
                             progress.update(bar, description=f"{model} · {workload} · {task.task_id} · {mode}")
-                            rows[mode].append(play(backend, task, mode, args.latency_scale, args.ms_per_token))
+                            rows[mode].append(play(backend, dialect, task, mode, args.latency_scale,
+                                                   args.ms_per_token))
                             progress.advance(bar)
                     per_model[workload] = {"summary": summarise(rows), "tasks": rows}
             finally:
