@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default=None,
                    help="how calls and decoding interleave (default: async)")
     p.add_argument("--dialect", choices=["auto", "native", "text", "chat"], default=None,
-                   help="how markers are written (default: from the model's vocabulary)")
+                   help="how markers and interrupts are written (default: from the model: native, else chat "
+                        "where its chat template has tool messages, else text)")
     p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens (default: the model's own, up to 8192)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
     p.add_argument("--temperature", type=float, default=None, help="0 is greedy")
