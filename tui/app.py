@@ -7,6 +7,7 @@ thread never waits for the screen and the screen never re-renders per token.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from functools import partial
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
@@ -24,6 +25,7 @@ from textual.widgets import Footer, Header, ProgressBar, Static
 from asynclm.core import events as ev
 from asynclm.core.engine import Engine, Mode
 
+from .demo import WAITABLE, Demo, DemoRecorder
 from .widgets import PromptArea, StatusBar, Timeline, TimelineModel, ToolPane, TurnView
 
 DRAIN_HZ = 20  # answer text reaches the screen this often; each refresh costs the compositor ~10-20 ms
@@ -111,8 +113,15 @@ class ChatApp(App):
         notices: list[str] | None = None,
         export_dir: Path | None = None,
         history: list[ev.Event] | None = None,
+        demo: Demo | None = None,
+        screenshot: Path | None = None,
     ) -> None:
         super().__init__()
+        self.demo = demo
+        self.demo_recorder: DemoRecorder | None = None
+        self.demo_state = "none"  # none, playing, finished, taken over
+        self._screenshot = screenshot
+        self._demo_keys: dict[int, events.Key] = {}
         self._history = history or []
         self._make_engine = make_engine
         self.engine: Engine | None = None
@@ -198,6 +207,13 @@ class ChatApp(App):
             engine.send(text)
         self._pending_user.clear()
         self._update_status()
+        if self.demo is not None:
+            self.demo_recorder = DemoRecorder()
+            engine.subscribe(self.demo_recorder)
+            self.demo_state = "playing"
+            self.notify(f"Playing the demo {self.demo.name}: {self.demo.description} "
+                        "Type anything to take over.", title="demo", timeout=8)
+            self._play_demo()
 
     async def on_unmount(self) -> None:
         if self.engine is not None:
@@ -208,6 +224,82 @@ class ChatApp(App):
 
     def attach_writer(self, writer) -> None:
         self._writer = writer
+
+    # --- demo playback ------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and self.demo_state == "playing":
+            if self._demo_keys.pop(id(event), None) is None:  # a key from the keyboard: the user takes over
+                self.demo_state = "taken over"
+                self.workers.cancel_group(self, "demo")
+                self.notify("Demo stopped: the keyboard is yours.", title="demo")
+        await super().on_event(event)
+
+    def _post_key(self, key: str, character: str | None) -> None:
+        event = events.Key(key, character)
+        self._demo_keys[id(event)] = event
+        self.post_message(event)
+
+    def _binding_key(self, binding_id: str, default: str) -> str:
+        return self._keymap.get(binding_id, default).split(",")[0].strip()
+
+    @work(exclusive=True, group="demo")
+    async def _play_demo(self) -> None:
+        """The demo's steps as key presses and the app's own actions, with the script's timing."""
+        from textual.keys import _character_to_key
+
+        assert self.demo is not None and self.demo_recorder is not None
+        recorder = self.demo_recorder
+        for step in self.demo.steps:
+            if step.action == "type":
+                for char in step.value:
+                    key = char if char.isalnum() else ("enter" if char == "\n" else _character_to_key(char))
+                    self._post_key("shift+enter" if char == "\n" else key, None if char == "\n" else char)
+                    await asyncio.sleep(1 / step.speed)
+            elif step.action == "press":
+                self.query_one("#prompt", PromptArea).focus()
+                self._post_key(step.value, "\r" if step.value == "enter" else None)
+            elif step.action == "wait":
+                await asyncio.sleep(step.value)
+            elif step.action == "wait_for":
+                deadline = time.monotonic() + step.timeout
+                while not recorder.reached(step.value, step.count):
+                    if time.monotonic() > deadline:
+                        self.notify(f"Demo line {step.line}: {WAITABLE[step.value]} #{step.count} did not "
+                                    f"happen within {step.timeout:g}s; going on.", severity="warning")
+                        break
+                    await asyncio.sleep(0.02)
+            elif step.action == "cancel":
+                call_id = recorder.running_call() if step.value == "running" else step.value
+                pane = self.panes.get(call_id or "")
+                if pane is None or not pane.active:
+                    self.notify(f"Demo line {step.line}: no running call {step.value!r} to cancel.",
+                                severity="warning")
+                    continue
+                pane.focus()
+                await asyncio.sleep(0.05)
+                self._post_key(self._binding_key("cancel_call", "ctrl+g"), None)
+                await asyncio.sleep(0.05)
+                self.query_one("#prompt", PromptArea).focus()
+            elif step.action == "mode":
+                self.action_set_mode(step.value)
+            elif step.action == "new_session":
+                self.action_new_session()
+        while self.busy or self.bridge.queue:  # let the last answer reach the screen
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2 / DRAIN_HZ)
+        self.demo_state = "finished"
+        lines = [f"Demo {self.demo.name} finished."]
+        if self.demo.compare:
+            lines.append(recorder.comparison(self.demo.compare))
+        if self._screenshot is not None:
+            self.notify(" ".join(lines), title="demo", timeout=30)
+            await asyncio.sleep(0.3)
+            path = Path(self._screenshot).expanduser()
+            self.save_screenshot(path.name, str(path.parent.resolve()))
+            lines.append(f"Screenshot: {path}.")
+        self.notify(" ".join(lines) if not self._screenshot else f"Screenshot saved to {self._screenshot}.",
+                    title="demo", timeout=30)
 
     # --- input --------------------------------------------------------------------------------
 

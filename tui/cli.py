@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", metavar="SESSION",
                    help="reopen a session (a file, or a name in the sessions folder; default: the newest)")
     p.add_argument("--config", metavar="PATH", help="settings file (default: ~/.config/asynclm/config.toml)")
+    p.add_argument("--demo", nargs="?", const="", metavar="NAME|PATH",
+                   help="play a scripted demo (a built-in name or a TOML file); without a name, list them")
+    p.add_argument("--screenshot", metavar="PATH", help="with --demo: save an SVG of the screen at its end")
     p.add_argument("--script", metavar="CML",
                    help="force the model's output (CML text, or @FILE with one turn per line)")
     return p
@@ -162,24 +165,75 @@ def open_writer(path: Path) -> "TranscriptWriter":
         raise UsageError(f"Cannot write the session file {path}: {exc.strerror or exc}.") from None
 
 
-def run_headless(args: argparse.Namespace) -> int:
-    from .headless import AnswerPrinter, JsonPrinter, TurnRecorder
+def load_demo_args(args: argparse.Namespace):
+    """The demo named by --demo, with its model settings filling what the command line left open."""
+    from .demo import DemoError, find_demo, load_demo
 
-    if not args.prompt:
-        raise UsageError("--headless needs --prompt \"your message\".")
+    try:
+        demo = load_demo(find_demo(args.demo))
+    except DemoError as exc:
+        raise UsageError(str(exc)) from None
+    for key, value in demo.model.items():
+        if key == "model":
+            if args.model is None and value != "embedded":
+                args.model = str((demo.path.parent / Path(value).expanduser()).resolve())
+        elif getattr(args, key) is None:
+            setattr(args, key, value)
+    return demo
+
+
+def start_headless(args: argparse.Namespace, *sinks) -> tuple:
+    """The engine for a front end without a screen, started, with ``sinks`` and the session writer."""
     tools, problems = build_tools(args)
     for problem in problems:
         print(f"asynclm-chat: {problem}", file=sys.stderr)
     engine = _build_engine(args, tools)
-    recorder = TurnRecorder()
-    engine.subscribe(recorder)
-    engine.subscribe(JsonPrinter() if args.json else AnswerPrinter())
+    for sink in sinks:
+        engine.subscribe(sink)
     path = session_path(args)
     writer = open_writer(path) if path is not None else None
     if writer is not None:
         engine.subscribe(writer)
     engine.executor.confirmer = _headless_confirmer
     engine.start()
+    return engine, writer
+
+
+def run_headless_demo(args: argparse.Namespace, demo) -> int:
+    from .demo import play_headless
+
+    engine, writer = start_headless(args)
+    print(f"demo {demo.name}: {demo.description}\nmodel {engine.backend.info.name} · "
+          f"{engine.dialect.describe()} dialect · {engine.mode.value} mode", file=sys.stderr)
+    try:
+        recorder = play_headless(demo, engine)
+    except KeyboardInterrupt:
+        engine.stop()
+        return 130
+    finally:
+        engine.stop_and_wait()
+        if writer is not None:
+            writer.close()
+        engine.close()
+    print(recorder.summary(demo), file=sys.stderr)
+    problems = recorder.check(demo.expect)
+    if demo.expect:
+        if problems:
+            print("checks missed: " + "; ".join(problems), file=sys.stderr)
+        else:
+            print("checks: all met (" + ", ".join(sorted(demo.expect)) + ")", file=sys.stderr)
+    if writer is not None:
+        print(f"session: {writer.path}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    from .headless import AnswerPrinter, JsonPrinter, TurnRecorder
+
+    if not args.prompt:
+        raise UsageError("--headless needs --prompt \"your message\".")
+    recorder = TurnRecorder()
+    engine, writer = start_headless(args, recorder, JsonPrinter() if args.json else AnswerPrinter())
     try:
         engine.ask(args.prompt)
     except KeyboardInterrupt:
@@ -221,7 +275,7 @@ def find_session(name: str) -> Path:
     raise UsageError(f"No session file {name!r} (looked in the current folder and {sessions_dir()}).")
 
 
-def run_app(args: argparse.Namespace, settings: "Settings") -> int:
+def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
     from asynclm.core.llama import ModelError, check_model_file
     from asynclm.core.transcript import read_transcript
     from .app import ChatApp
@@ -254,7 +308,8 @@ def run_app(args: argparse.Namespace, settings: "Settings") -> int:
 
     app = ChatApp(make_engine, session_path=path, show_timeline=settings.timeline,
                   keymap=settings.keymap, theme=settings.theme, notices=problems,
-                  history=resume_events or [])
+                  history=resume_events or [], demo=demo,
+                  screenshot=Path(args.screenshot) if args.screenshot else None)
     app.run()
     return 0
 
@@ -263,10 +318,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        demo = None
+        if args.demo == "":
+            from .demo import list_demos
+
+            print(list_demos())
+            return 0
+        if args.demo is not None:
+            demo = load_demo_args(args)
+        elif args.screenshot:
+            raise UsageError("--screenshot goes with --demo.")
         settings = apply_settings(args)
+        if demo is not None and args.headless:
+            return run_headless_demo(args, demo)
         if args.headless:
             return run_headless(args)
-        return run_app(args, settings)
+        return run_app(args, settings, demo)
     except UsageError as exc:
         print(f"asynclm-chat: {exc}", file=sys.stderr)
         return 2
