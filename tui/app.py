@@ -115,8 +115,10 @@ class ChatApp(App):
         history: list[ev.Event] | None = None,
         demo: Demo | None = None,
         screenshot: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        self.clock = clock  # what elapsed times and the timeline are measured against
         self.demo = demo
         self.demo_recorder: DemoRecorder | None = None
         self.demo_state = "none"  # none, playing, finished, taken over
@@ -375,7 +377,7 @@ class ChatApp(App):
         if not self.query("#timeline"):  # shutting down: the widgets are gone
             return
         batch = self.bridge.drain()
-        now = time.monotonic()
+        now = self.clock()
         if batch:
             self.updates += 1
             self.events.extend(batch)

@@ -213,8 +213,10 @@ class Timeline(Static):
 
     GLYPH = {"decode": ("█", "green"), "trap": ("░", "yellow"), "idle": (" ", "")}
 
+    EMPTY = Text("timeline: no turn yet", style="dim")
+
     def __init__(self, model: TimelineModel, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(self.EMPTY, **kwargs)
         self.model = model
 
     def refresh_now(self, now: float) -> None:
@@ -222,7 +224,7 @@ class Timeline(Static):
         label_w = 8
         width = max(10, self.content_size.width - label_w - 8)
         if not m.states:
-            self.update(Text("timeline: no turn yet", style="dim"))
+            self.update(self.EMPTY)
             return
         end = m.end or now
         span = max(end - m.start, 1e-3)
