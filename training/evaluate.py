@@ -7,6 +7,7 @@ and folder names, search words that never appear in training), builds its folder
 estimates the way training does, and runs one turn: the engine decodes greedily, the executor runs the
 real tools, results enter as interrupts whenever they arrive, and a planned user interrupt is typed
 mid-answer (right after the model has written the calls it was asked for, or at its first trap).
+``--mode`` runs the same episodes in sync or sync-parallel mode instead.
 
 Measures (each over the episodes it applies to):
 
@@ -125,7 +126,8 @@ class Episode:
                 and (self.user_interrupt is None or self.acted_on_user))
 
 
-def run_episode(model: Path, seed: int, n_ctx: int = 2048, timeout: float = 60.0) -> Episode:
+def run_episode(model: Path, seed: int, n_ctx: int = 2048, timeout: float = 60.0,
+                mode: Mode = Mode.ASYNC) -> Episode:
     rng = random.Random(seed)
     runner = ToolRunner(rng, heldout=True)
     try:
@@ -139,15 +141,15 @@ def run_episode(model: Path, seed: int, n_ctx: int = 2048, timeout: float = 60.0
         registry = runner.registry
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
-        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout)
+        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, mode)
     finally:
         runner.close()
 
 
 def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: int, n_ctx: int,
-           timeout: float) -> Episode:
+           timeout: float, mode: Mode = Mode.ASYNC) -> Episode:
     backend = LlamaBackend(model, n_ctx=n_ctx, n_threads=2)
-    engine = Engine(backend, registry, config=EngineConfig(mode=Mode.ASYNC), sampling=GREEDY)
+    engine = Engine(backend, registry, config=EngineConfig(mode=mode), sampling=GREEDY)
     by_id: dict[str, str] = {}
     order: list[str] = []  # tool names of calls in the order written
     results: dict[str, ev.Event] = {}
@@ -187,8 +189,8 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
                 episode.rejected.append(f"{e.call_id}: {e.reason}")
             elif isinstance(e, ev.Notice) and e.level == "error":
                 episode.rejected.append(e.message)
-            elif isinstance(e, ev.TrapEntered):
-                send_user()
+            elif isinstance(e, ev.TrapEntered) and e.reason in ("trap", "end-of-sequence"):
+                send_user()  # the model's own wait (not a sync mode's), so every mode gets the same task
             elif isinstance(e, (ev.CallFinished, ev.CallFailed)):
                 results[e.call_id] = e
             elif isinstance(e, ev.Stats):
@@ -269,11 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--first-seed", type=int, default=HELDOUT_EVAL_BASE)
     p.add_argument("--out", default=None, help="write the figures and every episode as JSON here")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default="async")
     args = p.parse_args(argv)
     episodes = []
     t0 = time.time()
     for i in range(args.episodes):
-        episodes.append(run_episode(Path(args.model), args.first_seed + i))
+        episodes.append(run_episode(Path(args.model), args.first_seed + i, mode=Mode(args.mode)))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)
