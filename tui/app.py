@@ -230,11 +230,14 @@ class ChatApp(App):
     # --- demo playback ------------------------------------------------------------------------
 
     async def on_event(self, event: events.Event) -> None:
-        if isinstance(event, events.Key) and self.demo_state == "playing":
-            if self._demo_keys.pop(id(event), None) is None:  # a key from the keyboard: the user takes over
+        if isinstance(event, events.Key) and self.demo is not None:
+            from_demo = self._demo_keys.pop(id(event), None) is not None
+            if not from_demo and self.demo_state == "playing":  # the keyboard: the user takes over
                 self.demo_state = "taken over"
                 self.workers.cancel_group(self, "demo")
                 self.notify("Demo stopped: the keyboard is yours.", title="demo")
+            elif from_demo and self.demo_state == "taken over":
+                return  # a demo key still on its way when the user took over
         await super().on_event(event)
 
     def _post_key(self, key: str, character: str | None) -> None:
