@@ -126,7 +126,7 @@ class Episode:
                 and (self.user_interrupt is None or self.acted_on_user))
 
 
-def run_episode(model: Path, seed: int, n_ctx: int = 2048, timeout: float = 60.0,
+def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC) -> Episode:
     rng = random.Random(seed)
     runner = ToolRunner(rng, heldout=True)

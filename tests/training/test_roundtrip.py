@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
     args = pipeline.parse_args([
         "--steps", "6", "--sessions", "40", "--val-sessions", "4", "--vocab", "600", "--row", "512",
         "--batch", "2", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
+        "--copy-steps", "2", "--copy-batch", "2", "--copy-row", "64", "--copy-keep", "1", "--copy-keep-row", "64",
         "--no-compile", "--workers", "1", "--log-every", "1", "--val-every", "3", "--threads", "2",
         "--work", str(work), "--out", str(work / "m.gguf")])
     ckpt = pipeline.train(args)
@@ -41,6 +42,19 @@ def test_training_logs_a_falling_loss_and_a_held_out_loss(trained):
     assert rows[-1]["loss"] < rows[0]["loss"]
     pipeline.plot(work / "log.jsonl", work / "loss.png")
     assert (work / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_copy_rows_train_only_positions_that_repeat_an_earlier_span():
+    rng = np.random.default_rng(0)
+    tokens = np.arange(300, 1000)
+    for make in (pipeline.copy_rows, pipeline.induction_rows):
+        ids, mask = make(rng, 6, 257, tokens)
+        assert ids.shape == mask.shape == (6, 257) and 0.2 < mask.mean() < 0.6
+        assert set(np.unique(ids)) <= set(tokens.tolist())
+        for row, marks in zip(ids, mask):
+            for i in np.flatnonzero(marks):
+                # induction: the token before i occurred earlier, followed by the token at i
+                assert any(row[j] == row[i - 1] and row[j + 1] == row[i] for j in range(i - 1)), (make, i)
 
 
 def test_export_is_bit_for_bit_and_matches_torch_in_llama_cpp(trained):
@@ -104,6 +118,7 @@ def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained):
     args = pipeline.parse_args([
         "--steps", "8", "--sessions", "40", "--val-sessions", "4", "--vocab", "600", "--row", "512",
         "--batch", "2", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
+        "--copy-steps", "2", "--copy-batch", "2", "--copy-row", "64", "--copy-keep", "1", "--copy-keep-row", "64",
         "--no-compile", "--workers", "1", "--log-every", "1", "--val-every", "3", "--threads", "2",
         "--work", str(work), "--out", str(work / "m.gguf"), "--resume"])
     pipeline.train(args)
