@@ -9,7 +9,7 @@ this measures that for asynclm-tiny, which was trained on async sessions only.
     python bench/accuracy.py --episodes 60                 # embedded model, all three modes
     python bench/accuracy.py --model my.gguf --episodes 20
 
-Reported per mode: valid CML, exact calls, every result value in the answer, user interrupts acted on,
+Reported per mode (a turn still running after ``--timeout`` seconds counts as not valid): valid CML, exact calls, every result value in the answer, user interrupts acted on,
 fully correct; and across modes, the share of episodes whose calls were the same in all three.
 """
 
@@ -32,11 +32,11 @@ MODES = ("sync", "sync-parallel", "async")
 MEASURES = ("valid_cml", "exact_calls", "every_result_value", "user_interrupts_acted_on", "fully_correct")
 
 
-def run(model: Path, episodes: int, first_seed: int, progress=None) -> dict:
+def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: float = 15.0) -> dict:
     results: dict[str, list] = {m: [] for m in MODES}
     for i in range(episodes):
         for mode in MODES:
-            results[mode].append(run_episode(model, first_seed + i, mode=Mode(mode)))
+            results[mode].append(run_episode(model, first_seed + i, mode=Mode(mode), timeout=timeout))
         if progress:
             progress(i + 1)
     same = sum(1 for i in range(episodes)
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=str(EMBEDDED_MODEL))
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--first-seed", type=int, default=HELDOUT_EVAL_BASE)
+    p.add_argument("--timeout", type=float, default=15.0,
+                   help="seconds a turn may take; one still running then (a model waiting at a trap with "
+                        "nothing pending waits for the user) counts as not valid")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
     from rich.console import Console
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes (each in three modes)", total=args.episodes)
-        report = run(model, args.episodes, args.first_seed, lambda n: bar.update(task, completed=n))
+        report = run(model, args.episodes, args.first_seed, lambda n: bar.update(task, completed=n),
+                     args.timeout)
     report["seconds"] = round(time.time() - t0)
     report["command"] = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Console().print(table(report))
