@@ -12,14 +12,14 @@ import numpy as np
 from .traces import make_session
 
 
-def _make(args: tuple[int, bool]) -> list:
-    seed, heldout = args
-    return make_session(seed, heldout).atoms
+def _make(args: tuple[int, bool, str]) -> list:
+    seed, heldout, profile = args
+    return make_session(seed, heldout, profile=profile).atoms
 
 
-def generate(seeds: Iterable[int], heldout: bool = False, workers: int = 2) -> list[list]:
+def generate(seeds: Iterable[int], heldout: bool = False, workers: int = 2, profile: str = "full") -> list[list]:
     """Session atoms for each seed, in seed order (worker processes share the generation)."""
-    jobs = [(s, heldout) for s in seeds]
+    jobs = [(s, heldout, profile) for s in seeds]
     if workers <= 1:
         return [_make(j) for j in jobs]
     with mp.get_context("fork").Pool(workers) as pool:

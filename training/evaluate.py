@@ -39,7 +39,9 @@ from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.sampling import GREEDY
 
-from .traces import Call, Planner, ToolRunner, _format_ms, _ms, key_values, plan_turn, tools_text
+from asynclm.tools.registry import Registry
+
+from .traces import PROFILES, Call, Planner, ToolRunner, _format_ms, _ms, key_values, plan_turn, tools_text
 
 HELDOUT_EVAL_BASE = 950_000_000
 HONEST = ("couldn't", "could not", "failed", "can't", "cannot", "unable")
@@ -127,18 +129,20 @@ class Episode:
 
 
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
-                mode: Mode = Mode.ASYNC) -> Episode:
+                mode: Mode = Mode.ASYNC, profile: str = "full") -> Episode:
+    shape = PROFILES[profile]
     rng = random.Random(seed)
     runner = ToolRunner(rng, heldout=True)
     try:
         estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
                      for tool in runner.registry}
-        tools_text(runner.registry, estimates)  # the estimates the tool list will show
-        planner = Planner(rng, True, runner.tree)
-        turn = plan_turn(rng, planner)
+        registry = runner.registry if shape.tools is None else Registry(
+            [t for t in runner.registry if t.name in shape.tools])
+        tools_text(registry, estimates)  # the estimates the tool list will show
+        planner = Planner(rng, True, runner.tree, shape.kinds)
+        turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts)
         first = [c for t in turn.tasks for c in t.calls]
         later = [c for t in turn.interrupt_tasks for c in t.calls]
-        registry = runner.registry
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
         return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, mode)
@@ -272,11 +276,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--first-seed", type=int, default=HELDOUT_EVAL_BASE)
     p.add_argument("--out", default=None, help="write the figures and every episode as JSON here")
     p.add_argument("--mode", choices=[m.value for m in Mode], default="async")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                   help="the requests' regime, as in training (probe: four tools, 1-3 calls)")
     args = p.parse_args(argv)
     episodes = []
     t0 = time.time()
     for i in range(args.episodes):
-        episodes.append(run_episode(Path(args.model), args.first_seed + i, mode=Mode(args.mode)))
+        episodes.append(run_episode(Path(args.model), args.first_seed + i, mode=Mode(args.mode),
+                                    profile=args.profile))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)

@@ -219,9 +219,11 @@ class Planner:
     KINDS = [("calc", 20), ("time", 11), ("convert_time", 7), ("units", 14), ("calc_units", 6),
              ("list_dir", 8), ("read_file", 11), ("search", 8), ("file_info", 9), ("wait", 6)]
 
-    def __init__(self, rng: random.Random, heldout: bool, tree: FileTree) -> None:
+    def __init__(self, rng: random.Random, heldout: bool, tree: FileTree,
+                 kinds: tuple[str, ...] | None = None) -> None:
         self.rng, self.heldout, self.tree = rng, heldout, tree
         self.n_calls = 0
+        self.kinds = [(k, w) for k, w in self.KINDS if kinds is None or k in kinds]
 
     def new_id(self) -> str:
         self.n_calls += 1
@@ -234,7 +236,7 @@ class Planner:
         return ent.number(self.rng, self.heldout, lo, hi)
 
     def task(self, avoid: set[str] = frozenset()) -> Task:
-        kinds, weights = zip(*self.KINDS)
+        kinds, weights = zip(*self.kinds)
         while True:
             kind = self.rng.choices(kinds, weights)[0]
             if kind not in avoid or self.rng.random() < 0.3:
@@ -771,20 +773,43 @@ def tools_text(registry: Registry, estimates: dict[str, float]) -> str:
 TURN_WEIGHTS = [3, 2, 2, 2, 2]  # 1-5 turns a session: long contexts, and the tool list read once
 
 
-def make_session(seed: int, heldout: bool = False, max_turns: int = 5) -> Session:
+@dataclass(frozen=True)
+class Profile:
+    """What sessions hold. ``full`` is the shipped model's data; ``probe`` is the earlier probe's simpler
+    regime (four tools, 1-3 calls, one turn, no user interrupts), where copying was seen to form."""
+
+    max_turns: int = 5
+    tools: tuple[str, ...] | None = None  # the tools shown and used (None: all)
+    kinds: tuple[str, ...] | None = None
+    max_calls: int = 5
+    interrupts: bool = True
+
+
+PROFILES = {
+    "full": Profile(),
+    "probe": Profile(max_turns=1, tools=("calculator", "current_time", "convert_units", "read_file"),
+                     kinds=("calc", "time", "units", "read_file"), max_calls=3, interrupts=False),
+}
+
+
+def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: str = "full") -> Session:
+    shape = PROFILES[profile]
+    max_turns = min(max_turns, shape.max_turns)
     rng = random.Random(seed)
     runner = ToolRunner(rng, heldout)
     try:
         estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
                      for tool in runner.registry}
-        session = Session(seed, estimates, rng.uniform(5, 30), tools_text(runner.registry, estimates), [])
+        shown = runner.registry if shape.tools is None else Registry(
+            [t for t in runner.registry if t.name in shape.tools])
+        session = Session(seed, estimates, rng.uniform(5, 30), tools_text(shown, estimates), [])
         session.atoms.append((BOS, False))
         sim = Simulator(session, runner, rng)
         sim.engine(Marker.INTR, " system ", Marker.HEAD, f" {session.tools_text} ", Marker.END)
-        planner = Planner(rng, heldout, runner.tree)
+        planner = Planner(rng, heldout, runner.tree, shape.kinds)
         n_turns = rng.choices(range(1, max_turns + 1), TURN_WEIGHTS[:max_turns])[0]
         for _ in range(n_turns):
-            turn = plan_turn(rng, planner)
+            turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts)
             session.turns.append(turn)
             sim.turn(turn)
         session.atoms[:] = _merge_text(session.atoms)
@@ -793,20 +818,20 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5) -> Sessio
         runner.close()
 
 
-def plan_turn(rng: random.Random, planner: Planner) -> Turn:
-    budget = rng.choices([1, 2, 3, 4, 5], [26, 28, 22, 14, 10])[0]
+def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrupts: bool = True) -> Turn:
+    budget = rng.choices([1, 2, 3, 4, 5][:max_calls], [26, 28, 22, 14, 10][:max_calls])[0]
     tasks: list[Task] = []
     kinds: set[str] = set()
     while sum(len(t.calls) for t in tasks) < budget:
         task = planner.task(kinds)
-        if sum(len(t.calls) for t in tasks) + len(task.calls) > 5:
+        if sum(len(t.calls) for t in tasks) + len(task.calls) > max_calls:
             planner.n_calls -= len(task.calls)
             continue
         tasks.append(task)
         kinds.add(task.kind)
     turn = Turn(render_request(rng, tasks), tasks)
     total = sum(len(t.calls) for t in tasks)
-    if rng.random() < 0.25 and total < 5:
+    if interrupts and rng.random() < 0.25 and total < 5:
         change = [t for t in tasks if t.kind in ("time", "read_file", "file_info", "units")]
         extra = None
         if change and rng.random() < 0.4:

@@ -37,6 +37,8 @@ def build_data(args: argparse.Namespace, work: Path):
     from .tokenizer import Tokenizer, build_vocab, load_pieces, save_pieces, text_runs, train_bpe
 
     key = f"seed={args.seed} sessions={args.sessions} vocab={args.vocab} row={args.row} v=3"
+    if args.profile != "full":
+        key += f" profile={args.profile}"
     meta = work / "data.json"
     if meta.exists() and json.loads(meta.read_text()).get("key") == key:
         _log("data: reusing " + str(work))
@@ -45,9 +47,9 @@ def build_data(args: argparse.Namespace, work: Path):
 
     t0 = time.time()
     base = args.seed * 1_000_000
-    train_atoms = generate(range(base, base + args.sessions), workers=args.workers)
+    train_atoms = generate(range(base, base + args.sessions), workers=args.workers, profile=args.profile)
     val_atoms = generate(range(HELDOUT_BASE, HELDOUT_BASE + args.val_sessions), heldout=True,
-                         workers=args.workers)
+                         workers=args.workers, profile=args.profile)
     _log(f"data: {len(train_atoms)} training + {len(val_atoms)} held-out sessions in {time.time() - t0:.0f}s")
 
     sample = train_atoms[: min(len(train_atoms), 4000)]
@@ -323,6 +325,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sessions", type=int, default=16000, help="training sessions to generate")
+    p.add_argument("--profile", choices=["full", "probe"], default="full",
+                   help="what sessions hold: all tools and turns, or the earlier probe's simpler regime")
     p.add_argument("--val-sessions", type=int, default=240)
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--row", type=int, default=2048, help="tokens per training row (the model's context)")

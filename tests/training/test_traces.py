@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from asynclm.core.cml import Marker, parse_call
@@ -126,3 +128,21 @@ def test_results_come_from_the_real_tools(sample):
     assert any(p.startswith("error: ") for p in payloads), "errors are covered"
     assert any('"kind":"file"' in p for p in payloads), "file_info ran on the generated tree"
     assert any(" = " in p for p in payloads), "convert_units ran"
+
+
+def test_the_probe_profile_holds_one_turn_of_one_to_three_calls_to_four_tools():
+    from asynclm.core.cml import Marker
+
+    four = {"calculator", "current_time", "convert_units", "read_file"}
+    sizes = set()
+    for seed in range(60):
+        s = make_session(seed, profile="probe")
+        assert len(s.turns) == 1 and s.turns[0].user_interrupt is None
+        listed = set(re.findall(r"(?:^tools: |\| )(\w+)\(", s.tools_text))
+        assert listed == four
+        calls = [c for task in s.turns[0].tasks for c in task.calls]
+        assert 1 <= len(calls) <= 3 and {c.name for c in calls} <= four
+        sizes.add(len(calls))
+        users = [i for i, (a, _) in enumerate(s.atoms) if a == " user "]
+        assert len(users) <= 1 and sum(1 for a, _ in s.atoms if a is Marker.CALL) == len(calls)
+    assert sizes == {1, 2, 3}
