@@ -245,7 +245,9 @@ class ChatApp(App):
         self._demo_keys[id(event)] = event
         self.post_message(event)
 
-    def _binding_key(self, binding_id: str, default: str) -> str:
+    def _binding_key(self, binding_id: str) -> str:
+        """The first key of a binding, as remapped by the config file's keymap."""
+        default = next(b.key for b in self.BINDINGS if b.id == binding_id)
         return self._keymap.get(binding_id, default).split(",")[0].strip()
 
     @work(exclusive=True, group="demo")
@@ -258,8 +260,10 @@ class ChatApp(App):
         for step in self.demo.steps:
             if step.action == "type":
                 for char in step.value:
-                    key = char if char.isalnum() else ("enter" if char == "\n" else _character_to_key(char))
-                    self._post_key("shift+enter" if char == "\n" else key, None if char == "\n" else char)
+                    if char == "\n":
+                        self._post_key("shift+enter", None)
+                    else:
+                        self._post_key(char if char.isalnum() else _character_to_key(char), char)
                     await asyncio.sleep(1 / step.speed)
             elif step.action == "press":
                 self.query_one("#prompt", PromptArea).focus()
@@ -283,7 +287,7 @@ class ChatApp(App):
                     continue
                 pane.focus()
                 await asyncio.sleep(0.05)
-                self._post_key(self._binding_key("cancel_call", "ctrl+g"), None)
+                self._post_key(self._binding_key("cancel_call"), None)
                 await asyncio.sleep(0.05)
                 self.query_one("#prompt", PromptArea).focus()
             elif step.action == "mode":
@@ -294,17 +298,16 @@ class ChatApp(App):
             await asyncio.sleep(0.05)
         await asyncio.sleep(2 / DRAIN_HZ)
         self.demo_state = "finished"
-        lines = [f"Demo {self.demo.name} finished."]
+        message = f"Demo {self.demo.name} finished."
         if self.demo.compare:
-            lines.append(recorder.comparison(self.demo.compare))
-        if self._screenshot is not None:
-            self.notify(" ".join(lines), title="demo", timeout=30)
+            message += " " + recorder.comparison(self.demo.compare)
+        if self._screenshot is not None:  # the screenshot shows the closing message
+            self.notify(message, title="demo", timeout=30)
             await asyncio.sleep(0.3)
             path = Path(self._screenshot).expanduser()
             self.save_screenshot(path.name, str(path.parent.resolve()))
-            lines.append(f"Screenshot: {path}.")
-        self.notify(" ".join(lines) if not self._screenshot else f"Screenshot saved to {self._screenshot}.",
-                    title="demo", timeout=30)
+            message = f"Screenshot saved to {path}."
+        self.notify(message, title="demo", timeout=30)
 
     # --- input --------------------------------------------------------------------------------
 

@@ -60,11 +60,6 @@ class Step:
     count: int = 1  # for "wait_for": this many such events since the demo began
     timeout: float = 60.0  # for "wait_for"
 
-    def describe(self) -> str:
-        if self.action == "wait_for":
-            return f"wait for {self.value} #{self.count}"
-        return f"{self.action} {self.value!r}"
-
 
 @dataclass(frozen=True)
 class Demo:
@@ -256,7 +251,6 @@ class TurnRecord:
     mode: str
     started: float
     first_token: float | None = None
-    last_token: float | None = None
     ended: float | None = None
     reason: str = ""
     answer: str = ""
@@ -302,7 +296,6 @@ class DemoRecorder:
         elif isinstance(e, ev.TokenGenerated):
             if turn.first_token is None:
                 turn.first_token = e.t
-            turn.last_token = e.t
         elif isinstance(e, ev.TurnEnded):
             turn.ended, turn.reason, turn.answer = e.t, e.reason, e.text
             self._bump("turn_ended")
@@ -338,15 +331,9 @@ class DemoRecorder:
         with self._cond:
             return self.counts[name] >= count
 
-    def wait(self, name: str, count: int, timeout: float, cancelled: Callable[[], bool] = lambda: False) -> bool:
-        deadline = time.monotonic() + timeout
+    def wait(self, name: str, count: int, timeout: float) -> bool:
         with self._cond:
-            while self.counts[name] < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or cancelled():
-                    return False
-                self._cond.wait(min(remaining, 0.1))
-            return True
+            return self._cond.wait_for(lambda: self.counts[name] >= count, timeout)
 
     def running_call(self) -> str | None:
         with self._cond:
