@@ -160,7 +160,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
     names: dict[str, tuple[str, dict]] = {}
     state = {"user_sent": False, "calls": 0}
     done = threading.Event()
-    lock = threading.Lock()
+    lock = threading.RLock()  # send_user's interrupt is reported back into this sink, on this thread
 
     def send_user() -> None:
         if turn.user_interrupt and not state["user_sent"]:
