@@ -371,6 +371,11 @@ class BlockParser:
             return TrapClosed()
         return Malformed(f"{atom.value} inside a trap was ignored", atom.value)
 
+    @property
+    def body(self) -> str:
+        """What the open call block holds after its [HEAD] so far."""
+        return "".join(self._body)
+
     def abandon(self) -> str:
         """Drop an unfinished block (the answer was stopped inside it); returns what it held."""
         raw = "".join(self._id) + "".join(self._body)

@@ -26,9 +26,10 @@ from typing import Callable
 
 from . import events as ev
 from .cml import (
-    CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload, is_call_id,
+    BlockState, CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload, is_call_id,
     parse_call, CANCELLED_PAYLOAD,
 )
+from .copying import CopyBias
 from .dialect import Dialect, select_dialect
 from .executor import Call, Executor, Toolbox
 from .interrupts import Interrupt, InterruptQueue
@@ -63,6 +64,7 @@ class EngineConfig:
     max_block_tokens: int = 1024
     max_turn_tokens: int = 4096
     default_timeout: float = 60.0
+    copy_bias: float = 0.0  # logits taken from unseen words in argument values (0: off; core.copying)
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -86,6 +88,8 @@ class Engine:
         self.mode = config.mode
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
+        self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
+                                              config.copy_bias) if config.copy_bias > 0 else None
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
         self.executor = Executor(tools, self.queue, self._emit,
@@ -158,6 +162,11 @@ class Engine:
                 tokens.append(e.token)
             elif isinstance(e, (ev.CallDetected, ev.CallRejected)) and e.call_id:
                 self._call_ids.add(e.call_id)
+                if self.copy_bias is not None:
+                    self.copy_bias.learn(e.call_id)
+            elif isinstance(e, ev.InterruptQueued) and e.kind != "system" and self.copy_bias is not None:
+                self.copy_bias.learn(e.payload)
+                self.copy_bias.learn(e.source)
             elif isinstance(e, ev.TurnStarted):
                 self.turn = e.turn
         # Results and notices that were queued but never entered (a stop's cancellations) still will;
@@ -172,6 +181,8 @@ class Engine:
         self._restore = (tokens, path)
 
     def _begin_session(self) -> None:
+        if self.copy_bias is not None:
+            self.copy_bias.reset()
         self._call_ids.clear()
         self._rejected.clear()
         self._outstanding.clear()
@@ -332,7 +343,10 @@ class Engine:
                         f"The answer reached {generated} tokens and was ended there.")))
                     break
                 t0 = time.perf_counter()
-                token = policy.choose(backend.logits(), monitor.banned())
+                logits = backend.logits()
+                if self.copy_bias is not None and monitor.state is BlockState.CALL_BODY:
+                    logits = self.copy_bias.apply(logits, monitor.call_body)
+                token = policy.choose(logits, monitor.banned())
                 if backend.is_eog(token):
                     if self._pending():
                         decode_seconds += time.perf_counter() - t0
@@ -425,6 +439,11 @@ class Engine:
             raise
         now = time.monotonic()
         sources = tuple(i.source for i in items)
+        if self.copy_bias is not None:
+            for item in items:
+                if item.kind != "system":  # user messages and results, under their call ids
+                    self.copy_bias.learn(item.payload)
+                    self.copy_bias.learn(item.source)
         self._outstanding.difference_update(sources)
         self._injected += len(tokens)
         self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
@@ -502,6 +521,8 @@ class Engine:
             self._reject(cid, raw, "DuplicateCallId", f"the id {cid} is already used in this session")
             return None
         self._call_ids.add(cid)
+        if self.copy_bias is not None:  # a later call may name this one as a dataflow reference
+            self.copy_bias.learn(cid)
         try:
             expr = parse_call(item.expr)
         except CallSyntaxError as exc:

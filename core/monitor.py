@@ -60,6 +60,11 @@ class Monitor:
             self._scanner is not None and self._scanner.holding
         ) and not (self._translate is not None and self._translate.holding)
 
+    @property
+    def call_body(self) -> str:
+        """The open call's text after its [HEAD] so far (empty outside a call body)."""
+        return self._parser.body if self._parser.state is BlockState.CALL_BODY else ""
+
     def banned(self) -> np.ndarray:
         if self._tail_banned is not None:
             return self._tail_banned(self._parser.state, self._tail)

@@ -1,0 +1,193 @@
+"""Copy bias: steers the values a call's arguments hold toward words and numbers the conversation has.
+
+A small model often picks the right tool and the right shape of call but writes a value it made up
+(``calculator(expression="32*40")`` for "what is 12*34"). The values of most calls are copied from the
+user's words or from earlier results, so while the model writes an argument value this bias lowers,
+by ``strength`` (in logits), every token that would make the value hold a word or number that
+appears nowhere in the conversation:
+
+- the value is cut into *runs*: maximal runs of letters and maximal runs of digits;
+- a *source run* is a run of a user message, of a call's result, or a call id (for dataflow
+  references), plus Python's ``True``, ``False`` and ``None``;
+- the run being written must stay the prefix of a source run, and may end only where a source run
+  ends.
+
+Punctuation, operators, quotes and spaces are never lowered, so values the model builds from copied
+parts (``531*89``) stay possible, and so do values the request does not hold, when the model is surer
+of them than ``strength``: the bias is a thumb on the scale, not a grammar. ``math.inf`` makes it one.
+Keyword names and the tool's name are left alone: only argument values are steered.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import numpy as np
+
+_RUN = re.compile(r"[^\W\d_]+|\d+")
+LITERALS = ("True", "False", "None")
+
+
+def _kind(ch: str) -> int:
+    """1 for a letter, 2 for a digit, 0 for anything else (runs are made of one kind)."""
+    if ch.isdigit():
+        return 2
+    if ch.isalpha():
+        return 1
+    return 0
+
+
+def runs(text: str) -> list[str]:
+    return _RUN.findall(text)
+
+
+def open_value(body: str) -> str | None:
+    """The part of the argument value being written at the end of a call body, or None when the
+    body does not end inside a value (the tool name, a keyword, between arguments)."""
+    depth, quote, start, in_value = 0, "", -1, False
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            if depth >= 1 and not in_value:
+                in_value, start = True, i
+        elif ch in "([{":
+            depth += 1
+            if depth == 1:
+                in_value, start = False, i + 1  # the first argument's keyword (or a positional value)
+            elif depth == 2 and not in_value:
+                in_value, start = True, i
+        elif ch in ")]}":
+            depth -= 1
+            if depth <= 0:
+                return None
+        elif depth == 1 and ch == ",":
+            in_value, start = False, i + 1
+        elif depth == 1 and ch == "=" and not in_value:
+            in_value, start = True, i + 1
+        elif depth >= 1 and not in_value and not ch.isspace() and _kind(ch) != 1 and ch != "_":
+            in_value, start = True, i  # a positional value: a number, a list, a minus sign
+        i += 1
+    if depth < 1 or not in_value:
+        return None
+    return body[start:]
+
+
+class CopyBias:
+    """Lowers the logits of tokens that would put an unseen word or number into an argument value.
+
+    ``texts`` maps every token id to the text it adds (None for tokens that add none: markers and
+    other control tokens). The engine feeds what the conversation holds with ``learn`` and asks for
+    the adjusted logits with ``apply`` while the model writes a call's body."""
+
+    def __init__(self, texts: list[str | None], strength: float) -> None:
+        if strength <= 0:
+            raise ValueError("the copy bias strength must be positive")
+        self.strength = strength
+        self._by_text: dict[str, list[int]] = {}
+        first = np.zeros(len(texts), dtype=np.int8)
+        for token, text in enumerate(texts):
+            if text:
+                self._by_text.setdefault(text, []).append(token)
+                first[token] = _kind(text[0])
+        self._starts_run = first > 0
+        self._has_text = np.array([bool(t) for t in texts], dtype=bool)
+        self._texts = texts
+        self._runs: set[str] = set()
+        self._prefixes: set[str] = set()
+        self._cache: dict[str, np.ndarray | None] = {}
+        self.reset()
+
+    @classmethod
+    def for_backend(cls, n_vocab: int, piece: Callable[[int], bytes], is_control: Callable[[int], bool],
+                    strength: float) -> "CopyBias":
+        texts: list[str | None] = []
+        for token in range(n_vocab):
+            if is_control(token):
+                texts.append(None)
+                continue
+            try:
+                texts.append(piece(token).decode("utf-8"))
+            except UnicodeDecodeError:  # a byte of a longer character: never part of a run
+                texts.append(None)
+        return cls(texts, strength)
+
+    def reset(self) -> None:
+        """A new conversation: forget every source run but the literals."""
+        self._runs.clear()
+        self._prefixes.clear()
+        self._cache.clear()
+        self.learn(" ".join(LITERALS))
+
+    def learn(self, text: str) -> None:
+        """Add the runs of ``text`` (a user message, a result, a call id) to the sources."""
+        new = [r for r in runs(text) if r not in self._runs]
+        if not new:
+            return
+        for r in new:
+            self._runs.add(r)
+            self._prefixes.update(r[:k] for k in range(1, len(r) + 1))
+        self._cache.clear()
+
+    def knows(self, run: str) -> bool:
+        return run in self._runs
+
+    def apply(self, logits: np.ndarray, body: str) -> np.ndarray:
+        """``logits`` steered for the next token of a call whose body so far is ``body``: a changed
+        copy, or the array itself when there is nothing to steer."""
+        value = open_value(body)
+        if value is None:
+            return logits
+        run = _trailing_run(value)
+        if run and run not in self._prefixes:
+            return logits  # already off the sources: nothing left to steer toward
+        lowered = self._cache.get(run)
+        if run not in self._cache:
+            lowered = self._cache[run] = self._lowered(run)
+        if lowered is None:
+            return logits
+        n = min(len(lowered), len(logits))
+        steered = logits.copy()
+        steered[:n][lowered[:n]] -= self.strength
+        return steered
+
+    def _lowered(self, run: str) -> np.ndarray | None:
+        """The tokens to lower after ``run`` (the open run of the value, maybe empty)."""
+        allowed = np.zeros(len(self._texts), dtype=bool)
+        kind = _kind(run[0]) if run else 0
+        complete = not run or run in self._runs
+        for source in self._runs:
+            if run and _kind(source[0]) == kind:
+                if source.startswith(run) and len(source) > len(run):
+                    self._allow(allowed, source[len(run):])
+            elif complete:  # a new run may begin: of the other kind, or anything after a separator
+                self._allow(allowed, source)
+        lowered = self._starts_run & ~allowed
+        if not complete:  # ending the run here would leave an unseen value
+            lowered |= ~self._starts_run & self._has_text
+        return lowered if lowered.any() else None
+
+    def _allow(self, allowed: np.ndarray, rest: str) -> None:
+        for k in range(1, len(rest) + 1):
+            for token in self._by_text.get(rest[:k], ()):
+                allowed[token] = True
+
+
+def _trailing_run(value: str) -> str:
+    if not value:
+        return ""
+    kind = _kind(value[-1])
+    if kind == 0:
+        return ""
+    i = len(value)
+    while i > 0 and _kind(value[i - 1]) == kind:
+        i -= 1
+    return value[i:]
