@@ -88,7 +88,8 @@ def build_data(args: argparse.Namespace, work: Path):
     return pieces, train, val
 
 
-def copy_rows(rng: np.random.Generator, n: int, width: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def copy_rows(rng: np.random.Generator, n: int, width: int, tokens: np.ndarray,
+              span: tuple[int, int] = (3, 32)) -> tuple[np.ndarray, np.ndarray]:
     """Rows that only copying can predict: random text tokens whose spans come back later in the row.
 
     Each row is a run of spans, each followed by a random gap and then a copy of either that span or an
@@ -105,10 +106,10 @@ def copy_rows(rng: np.random.Generator, n: int, width: int, tokens: np.ndarray) 
         marks: list[bool] = []
         spans: list[list[int]] = []
         while len(row) < width:
-            span = rng.choice(tokens, int(rng.integers(3, 33))).tolist()
-            row += span
-            marks += [False] * len(span)
-            spans.append(span)
+            piece = rng.choice(tokens, int(rng.integers(span[0], span[1] + 1))).tolist()
+            row += piece
+            marks += [False] * len(piece)
+            spans.append(piece)
             gap = rng.choice(tokens, int(rng.integers(0, 40))).tolist()
             row += gap
             marks += [False] * len(gap)
@@ -230,7 +231,7 @@ def train(args: argparse.Namespace) -> Path:
             n_real, n_copy = 0, args.copy_batch
             half = n_copy // 2  # repeats at a fixed offset (learnt fast) and at varied ones (need induction)
             a_ids, a_mask = induction_rows(rng, half, args.copy_row + 1, text_tokens)
-            b_ids, b_mask = copy_rows(rng, n_copy - half, args.copy_row + 1, text_tokens)
+            b_ids, b_mask = copy_rows(rng, n_copy - half, args.copy_row + 1, text_tokens, args.copy_span)
             rows_ids, rows_mask = np.concatenate([a_ids, b_ids]), np.concatenate([a_mask, b_mask])
             lr = args.copy_lr * min(1.0, (step + 1) / 20)
         else:
@@ -240,7 +241,7 @@ def train(args: argparse.Namespace) -> Path:
             cursor += n_real
             rows_ids, rows_mask = train_rows.ids[idx], train_rows.mask[idx]
             if n_copy:
-                extra_ids, extra_mask = copy_rows(rng, n_copy, rows_ids.shape[1], text_tokens)
+                extra_ids, extra_mask = copy_rows(rng, n_copy, rows_ids.shape[1], text_tokens, args.copy_span)
                 rows_ids = np.concatenate([rows_ids, extra_ids])
                 rows_mask = np.concatenate([rows_mask, extra_mask])
             lr = lr_at(step - args.copy_steps, args.steps - args.copy_steps, args.lr, args.warmup)
@@ -251,7 +252,7 @@ def train(args: argparse.Namespace) -> Path:
         loss, copy_loss = loss_of(step_fn, x, y, m, copy_part)
         total = loss
         if step >= args.copy_steps and args.copy_keep:  # keep the skill: a few copy rows every step
-            cx, cy, cm = batch(*copy_rows(rng, args.copy_keep, args.copy_keep_row + 1, text_tokens))
+            cx, cy, cm = batch(*copy_rows(rng, args.copy_keep, args.copy_keep_row + 1, text_tokens, args.copy_span))
             aux, _ = loss_of(step_fn, cx, cy, cm)
             total = loss + aux
             copy_loss = float(aux.detach())
@@ -337,6 +338,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--copy-batch", type=int, default=16, help="rows per step in those first steps")
     p.add_argument("--copy-lr", type=float, default=1e-3, help="learning rate in those first steps")
     p.add_argument("--copy-mix", type=float, default=0.0, help="chance that a later row is a copy row")
+    p.add_argument("--copy-span", type=int, nargs=2, default=(3, 32), metavar=("MIN", "MAX"),
+                   help="tokens in a copy row's spans (long spans teach copying sooner: see the model card)")
     p.add_argument("--copy-keep", type=int, default=0, help="copy rows trained beside every later step")
     p.add_argument("--copy-keep-row", type=int, default=512, help="tokens per row of those")
     p.add_argument("--steps", type=int, default=1800)
