@@ -9,8 +9,9 @@ this measures that for asynclm-tiny, which was trained on async sessions only.
     python bench/accuracy.py --episodes 60                 # embedded model, all three modes
     python bench/accuracy.py --model my.gguf --episodes 20
 
-Reported per mode (a turn still running after ``--timeout`` seconds counts as not valid): valid CML, exact calls, every result value in the answer, user interrupts acted on,
-fully correct; and across modes, the share of episodes whose calls were the same in all three.
+The argument values are steered as the app steers them (``--copy-bias``: on for the embedded model).
+Reported per mode (a turn still running after ``--timeout`` seconds counts as not valid): valid CML,
+exact calls, every result value in the answer, user interrupts acted on, fully correct; and across modes, the share of episodes whose calls were the same in all three.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asynclm import EMBEDDED_MODEL  # noqa: E402
+from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL  # noqa: E402
 from asynclm.core.engine import Mode  # noqa: E402
 from training.evaluate import HELDOUT_EVAL_BASE, run_episode, summarise  # noqa: E402
 
@@ -32,11 +33,13 @@ MODES = ("sync", "sync-parallel", "async")
 MEASURES = ("valid_cml", "exact_calls", "every_result_value", "user_interrupts_acted_on", "fully_correct")
 
 
-def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: float = 15.0) -> dict:
+def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: float = 15.0,
+        copy_bias: float = 0.0) -> dict:
     results: dict[str, list] = {m: [] for m in MODES}
     for i in range(episodes):
         for mode in MODES:
-            results[mode].append(run_episode(model, first_seed + i, mode=Mode(mode), timeout=timeout))
+            results[mode].append(run_episode(model, first_seed + i, mode=Mode(mode), timeout=timeout,
+                                             copy_bias=copy_bias))
         if progress:
             progress(i + 1)
     same = sum(1 for i in range(episodes)
@@ -46,6 +49,7 @@ def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: flo
         "model": str(model),
         "episodes": episodes,
         "first_seed": first_seed,
+        "copy_bias": copy_bias,
         "modes": {m: summarise(results[m]) for m in MODES},
         "same_calls_in_every_mode": round(same / episodes, 4) if episodes else None,
         "exact_in_every_mode": round(sum(all(exact_in[m][i] for m in MODES) for i in range(episodes))
@@ -60,8 +64,9 @@ def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: flo
 def table(report: dict) -> "object":
     from rich.table import Table
 
+    bias = report.get("copy_bias") or 0
     t = Table(title=f"call accuracy by mode: {Path(report['model']).name}, {report['episodes']} held-out "
-                    "requests, greedy")
+                    f"requests, greedy, copy bias {bias:g}")
     t.add_column("measure")
     for m in MODES:
         t.add_column(m, justify="right")
@@ -80,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--first-seed", type=int, default=HELDOUT_EVAL_BASE)
     p.add_argument("--timeout", type=float, default=15.0,
-                   help="seconds a turn may take; one still running then (a model waiting at a trap with "
-                        "nothing pending waits for the user) counts as not valid")
+                   help="seconds a turn may take; one still running then counts as not valid")
+    p.add_argument("--copy-bias", type=float, default=None, metavar="LOGITS",
+                   help="steer argument values toward the conversation's words, as the app does "
+                        "(default: the app's default for the model)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
     from rich.console import Console
@@ -92,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     if not model.is_file():
         console.print(f"accuracy: no model file at {model}.")
         return 2
+    if args.copy_bias is None:
+        args.copy_bias = EMBEDDED_COPY_BIAS if model.resolve() == EMBEDDED_MODEL else 0.0
     t0 = time.time()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes (each in three modes)", total=args.episodes)
         report = run(model, args.episodes, args.first_seed, lambda n: bar.update(task, completed=n),
-                     args.timeout)
+                     args.timeout, args.copy_bias)
     report["seconds"] = round(time.time() - t0)
     report["command"] = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Console().print(table(report))

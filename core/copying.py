@@ -10,7 +10,9 @@ appears nowhere in the conversation:
 - a *source run* is a run of a user message, of a call's result, or a call id (for dataflow
   references), plus Python's ``True``, ``False`` and ``None``;
 - the run being written must stay the prefix of a source run, and may end only where a source run
-  ends.
+  ends;
+- a block may not close (``closers``: the native dialect's ``[END]``) inside an open string: that
+  call could only fail to parse.
 
 Punctuation, operators, quotes and spaces are never lowered, so values the model builds from copied
 parts (``531*89``) stay possible, and so do values the request does not hold, when the model is surer
@@ -88,10 +90,11 @@ class CopyBias:
     other control tokens). The engine feeds what the conversation holds with ``learn`` and asks for
     the adjusted logits with ``apply`` while the model writes a call's body."""
 
-    def __init__(self, texts: list[str | None], strength: float) -> None:
+    def __init__(self, texts: list[str | None], strength: float, closers: tuple[int, ...] = ()) -> None:
         if strength <= 0:
             raise ValueError("the copy bias strength must be positive")
         self.strength = strength
+        self._closers = np.array(closers, dtype=np.int64)
         self._by_text: dict[str, list[int]] = {}
         first = np.zeros(len(texts), dtype=np.int8)
         for token, text in enumerate(texts):
@@ -108,7 +111,7 @@ class CopyBias:
 
     @classmethod
     def for_backend(cls, n_vocab: int, piece: Callable[[int], bytes], is_control: Callable[[int], bool],
-                    strength: float) -> "CopyBias":
+                    strength: float, closers: tuple[int, ...] = ()) -> "CopyBias":
         texts: list[str | None] = []
         for token in range(n_vocab):
             if is_control(token):
@@ -118,7 +121,7 @@ class CopyBias:
                 texts.append(piece(token).decode("utf-8"))
             except UnicodeDecodeError:  # a byte of a longer character: never part of a run
                 texts.append(None)
-        return cls(texts, strength)
+        return cls(texts, strength, closers)
 
     def reset(self) -> None:
         """A new conversation: forget every source run but the literals."""
@@ -146,16 +149,21 @@ class CopyBias:
         value = open_value(body)
         if value is None:
             return logits
+        steered = logits
+        if self._closers.size and _in_string(value):
+            steered = logits.copy()
+            steered[self._closers] -= self.strength
         run = _trailing_run(value)
         if run and run not in self._prefixes:
-            return logits  # already off the sources: nothing left to steer toward
+            return steered  # already off the sources: nothing left to steer toward
         lowered = self._cache.get(run)
         if run not in self._cache:
             lowered = self._cache[run] = self._lowered(run)
         if lowered is None:
-            return logits
+            return steered
         n = min(len(lowered), len(logits))
-        steered = logits.copy()
+        if steered is logits:
+            steered = logits.copy()
         steered[:n][lowered[:n]] -= self.strength
         return steered
 
@@ -179,6 +187,20 @@ class CopyBias:
         for k in range(1, len(rest) + 1):
             for token in self._by_text.get(rest[:k], ()):
                 allowed[token] = True
+
+
+def _in_string(value: str) -> bool:
+    """Whether a value being written (as ``open_value`` cuts it) ends inside a string literal."""
+    quote, i = "", 0
+    while i < len(value):
+        ch = value[i]
+        if quote and ch == "\\":
+            i += 2
+            continue
+        if ch in "\"'" and (not quote or ch == quote):
+            quote = "" if quote else ch
+        i += 1
+    return bool(quote)
 
 
 def _trailing_run(value: str) -> str:

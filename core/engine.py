@@ -88,8 +88,11 @@ class Engine:
         self.mode = config.mode
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
-        self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
-                                              config.copy_bias) if config.copy_bias > 0 else None
+        self.copy_bias = None
+        if config.copy_bias > 0:
+            end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
+            self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
+                                                  config.copy_bias, tuple(end) if len(end) == 1 else ())
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
         self.executor = Executor(tools, self.queue, self._emit,

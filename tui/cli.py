@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end an answer after this many generated tokens")
     p.add_argument("--payload-limit", type=int, default=None, metavar="CHARS",
                    help="cut tool results the model reads to this many characters")
+    p.add_argument("--copy-bias", type=float, default=None, metavar="LOGITS",
+                   help="steer call argument values toward words and numbers the conversation holds "
+                        "(0: off, inf: only those; default: on for the embedded model only)")
     p.add_argument("--tools", action="append", default=[], metavar="FILE",
                    help="also load the tool functions of this Python file (repeatable)")
     p.add_argument("--allow-shell", action="store_true", default=None,
@@ -76,7 +79,7 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     for name in ("model", "mode", "dialect", "n_ctx", "threads", "max_tokens", "payload_limit",
-                 "allow_shell", "root"):
+                 "copy_bias", "allow_shell", "root"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(settings, name))
     for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
@@ -90,6 +93,13 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
             raise UsageError(f"No model given and the embedded model is missing ({EMBEDDED_MODEL}): "
                              "pass --model PATH to a GGUF file.")
         args.model = str(EMBEDDED_MODEL)
+    if args.copy_bias is None:
+        from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL
+
+        embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
+        args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
+    if not args.copy_bias >= 0:
+        raise UsageError(f"--copy-bias must be 0 (off) or more, not {args.copy_bias}.")
     return settings
 
 
@@ -139,7 +149,7 @@ def _build_engine(args: argparse.Namespace, tools, progress=None):
         raise UsageError(str(exc)) from None
     policy = ScriptedPolicy(_load_script(args.script)) if args.script else None
     config = EngineConfig(mode=Mode(args.mode), payload_limit=args.payload_limit,
-                          max_turn_tokens=args.max_tokens)
+                          max_turn_tokens=args.max_tokens, copy_bias=args.copy_bias)
     try:
         return Engine(backend, tools, policy=policy, dialect=args.dialect,
                       config=config, sampling=sampling)

@@ -7,6 +7,7 @@
     theme = "textual-dark"
     tools = ["~/my_tools.py"]
     allow_shell = false
+    copy_bias = 0          # logits; default: 8 for the embedded model, 0 (off) for others
 
     [sampling]
     temperature = 0.7
@@ -53,6 +54,7 @@ class Settings:
     threads: int | None = None
     max_tokens: int = 4096
     payload_limit: int = 2000
+    copy_bias: float | None = None  # None: on for the embedded model only (core/copying.py)
     tools: list[str] = field(default_factory=list)
     allow_shell: bool = False
     root: str | None = None
@@ -76,7 +78,7 @@ def _check(name: str, value: Any, expected: Any, where: Path) -> Any:
 
 _TYPES = {
     "model": (str, type(None)), "mode": str, "dialect": str, "n_ctx": int, "threads": (int, type(None)),
-    "max_tokens": int, "payload_limit": int, "tools": list, "allow_shell": bool, "root": (str, type(None)),
+    "max_tokens": int, "payload_limit": int, "copy_bias": (float, type(None)), "tools": list, "allow_shell": bool, "root": (str, type(None)),
     "theme": str, "timeline": bool,
 }
 _SAMPLING_TYPES = {"temperature": float, "top_k": int, "top_p": float, "min_p": float,
@@ -117,6 +119,8 @@ def load_settings(path: Path | None = None) -> Settings:
             settings.keymap = dict(value)
         else:
             setattr(settings, key, _check(key, value, _TYPES[key], path))
+    if settings.copy_bias is not None and not settings.copy_bias >= 0:
+        raise ConfigError(f"{path}: copy_bias should be 0 (off) or more, not {settings.copy_bias!r}.")
     if settings.mode not in MODES:
         raise ConfigError(f"{path}: mode should be one of {', '.join(MODES)}, not {settings.mode!r}.")
     return settings

@@ -125,3 +125,14 @@ def test_the_engine_writes_only_copied_values_under_a_strict_bias():
         expr = parse_call(call.expr)
         for value in list(expr.kwargs.values()) + list(expr.args):
             assert set(runs(str(value))) <= allowed, call.expr
+
+
+def test_a_call_may_not_close_inside_an_open_string():
+    end = len(TEXTS)  # the native dialect's [END]: a control token, no text
+    bias = CopyBias(TEXTS + [None], 5.0, closers=(end,))
+    bias.learn("time in Saigon")
+    zeros = np.zeros(len(TEXTS) + 1, dtype=np.float32)
+    assert bias.apply(zeros, 'current_time(timezone="Saigon')[end] == -5.0
+    assert bias.apply(zeros, 'current_time(timezone="Saigon"')[end] == 0.0
+    assert bias.apply(zeros, 'current_time(timezone="Saigon")')[end] == 0.0
+    assert bias.apply(zeros, "current_time(timezone='it\\'s")[end] == -5.0

@@ -46,3 +46,31 @@ def test_flags_override_the_config_and_a_bad_config_stops_the_cli_in_one_line(tm
     bad.write_text("mode = 3")
     r = run("--config", str(bad))
     assert r.returncode == 2 and r.stderr.strip() == f"asynclm-chat: {bad}: mode should be str, not 3."
+
+
+def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model):
+    from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL
+    from asynclm.tui.cli import UsageError, apply_settings, build_parser
+
+    none = tmp_path / "none.toml"
+
+    def bias(*argv: str) -> float:
+        args = build_parser().parse_args(["--config", str(none), *argv])
+        apply_settings(args)
+        return args.copy_bias
+
+    if EMBEDDED_MODEL.is_file():
+        assert bias() == EMBEDDED_COPY_BIAS > 0
+    assert bias("--model", str(tiny_model)) == 0.0
+    assert bias("--model", str(tiny_model), "--copy-bias", "inf") == float("inf")
+    if EMBEDDED_MODEL.is_file():
+        assert bias("--copy-bias", "0") == 0.0
+    (tmp_path / "set.toml").write_text(f'model = "{tiny_model}"\ncopy_bias = 3\n')
+    args = build_parser().parse_args(["--config", str(tmp_path / "set.toml")])
+    apply_settings(args)
+    assert args.copy_bias == 3.0
+    with pytest.raises(UsageError, match="--copy-bias must be 0"):
+        bias("--model", str(tiny_model), "--copy-bias", "-1")
+    (tmp_path / "bad.toml").write_text("copy_bias = -2")
+    with pytest.raises(ConfigError, match="copy_bias should be 0"):
+        load_settings(tmp_path / "bad.toml")
