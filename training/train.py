@@ -229,7 +229,7 @@ def train(args: argparse.Namespace) -> Path:
             order, cursor = rng.permutation(len(train_rows.ids)), 0
         if step < args.copy_steps:  # the induction warm-up: short copy rows only
             n_real, n_copy = 0, args.copy_batch
-            half = n_copy // 2  # repeats at a fixed offset (learnt fast) and at varied ones (need induction)
+            half = round(n_copy * args.copy_fixed)  # repeats at a fixed offset (learnt fast, by position)
             a_ids, a_mask = induction_rows(rng, half, args.copy_row + 1, text_tokens)
             b_ids, b_mask = copy_rows(rng, n_copy - half, args.copy_row + 1, text_tokens, args.copy_span)
             rows_ids, rows_mask = np.concatenate([a_ids, b_ids]), np.concatenate([a_mask, b_mask])
@@ -338,6 +338,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--copy-batch", type=int, default=16, help="rows per step in those first steps")
     p.add_argument("--copy-lr", type=float, default=1e-3, help="learning rate in those first steps")
     p.add_argument("--copy-mix", type=float, default=0.0, help="chance that a later row is a copy row")
+    p.add_argument("--copy-fixed", type=float, default=0.5,
+                   help="share of the first steps' rows that repeat at a fixed offset (the rest at varied ones)")
     p.add_argument("--copy-span", type=int, nargs=2, default=(3, 32), metavar=("MIN", "MAX"),
                    help="tokens in a copy row's spans (long spans teach copying sooner: see the model card)")
     p.add_argument("--copy-keep", type=int, default=0, help="copy rows trained beside every later step")
