@@ -45,7 +45,7 @@ class MeasuredApp(ChatApp):
             self.call_after_refresh(lambda: self.latencies.append(time.monotonic() - sent))
 
 
-async def measure(path: Path, keys: int, seed: int) -> dict:
+async def measure(path: Path, keys: int, seed: int, switch_interval: float | None = None) -> dict:
     text = ("The answer streams on, word after word, while you type. " * 6 + "\n\n") * 300
 
     def make_engine(progress):
@@ -54,6 +54,9 @@ async def measure(path: Path, keys: int, seed: int) -> dict:
                       config=EngineConfig(max_turn_tokens=10**6))
 
     app = MeasuredApp(make_engine, export_dir=Path(tempfile.gettempdir()), show_timeline=True)
+    before = sys.getswitchinterval()
+    if switch_interval is not None:  # how soon a waiting thread gets the GIL from the decode thread
+        sys.setswitchinterval(switch_interval)
     rng = random.Random(seed)
     async with app.run_test(size=(140, 45)) as pilot:
         while app.engine is None:
@@ -76,6 +79,7 @@ async def measure(path: Path, keys: int, seed: int) -> dict:
         tokens = sum(1 for e in app.events if isinstance(e, ev.TokenGenerated)) - tokens_before
         still_busy = app.busy
         app.engine.stop_and_wait()
+    sys.setswitchinterval(before)
     lat = sorted(app.latencies)
     return {
         "model": path.stem, "keys": len(lat), "busy_throughout": still_busy,
@@ -90,14 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH")
+    p.add_argument("--switch-interval", type=float, default=None, metavar="SECONDS",
+                   help="Python's thread switch interval for the run (default: Python's, 5 ms)")
+    p.add_argument("--only", choices=["tiny", "small"], default=None, help="measure one model shape")
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape, size in (("tiny", TINY, None), ("small", SMALL, 1000)):
+            if args.only and name != args.only:
+                continue
             path = write_random_llama(Path(tmp) / f"{name}.gguf", vocab=cml_char_vocab(size=size),
                                       shape=shape, name=f"random-{name}")
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results.append(asyncio.run(measure(path, args.keys, args.seed)))
+            results.append(asyncio.run(measure(path, args.keys, args.seed, args.switch_interval)))
     print(f"{'model':<8} {'keys':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'UI updates/s':>13} {'decode tok/s':>13}")
     for r in results:
         print(f"{r['model']:<8} {r['keys']:>5} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} "
