@@ -92,14 +92,17 @@ def bfcl_tasks(bfcl_dir: Path, category: str, limit: int) -> list[Task]:
     answers = {a["id"]: a for a in _read_jsonl(bfcl_dir / "possible_answer" / f"BFCL_v4_{category}.json")}
     tasks = []
     for q in questions[:limit]:
+        functions = {f["name"]: f.get("parameters", {}) for f in q["function"]}
         calls = []
         for i, truth in enumerate(answers[q["id"]]["ground_truth"], 1):
             (name, params), = truth.items()
+            # An answer may name an optional argument its function does not declare
+            # (parallel_multiple_12's "permeability"); a call with it could not run, so it is left out.
+            declared = functions.get(name, {}).get("properties", {})
             args = {k: next(v for v in allowed if v != "") for k, allowed in params.items()
-                    if any(v != "" for v in allowed)}
+                    if any(v != "" for v in allowed) and k in declared}
             calls.append(Call(f"c{i}", name, args))
         user = " ".join(m["content"] for m in q["question"][0] if m["role"] == "user")
-        functions = {f["name"]: f.get("parameters", {}) for f in q["function"]}
         tasks.append(Task(q["id"], category, [calls], [user], functions))
     return tasks
 

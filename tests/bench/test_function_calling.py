@@ -50,3 +50,17 @@ def test_smoke_run_reports_every_workload_and_async_is_not_slower_on_parallel(tm
     assert parallel["async"]["mean_s"] <= parallel["sync"]["mean_s"]
     user = per_workload["user_interrupts"]["tasks"]["async"]
     assert all(row["calls"] >= 6 for row in user), "the tasks typed mid-answer were acted on"
+
+
+def test_ground_truth_calls_hold_only_arguments_their_functions_declare():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from function_calling import bfcl_tasks
+
+    for category in ("parallel", "parallel_multiple"):
+        for task in bfcl_tasks(BFCL, category, 200):
+            for call in task.segments[0]:
+                declared = task.functions[call.name].get("properties", {})
+                assert set(call.args) <= set(declared), (task.task_id, call.name, call.args)
+    # BFCL's answer for this task names an argument its function lacks
+    task = next(t for t in bfcl_tasks(BFCL, "parallel_multiple", 13) if t.task_id == "parallel_multiple_12")
+    assert [c.args for c in task.segments[0]][1] == {"electric_field": 5.0, "distance": 3.0, "charge": 0.0}
