@@ -301,7 +301,8 @@ class ChatApp(App):
         message = f"Demo {self.demo.name} finished."
         if self.demo.compare:
             message += " " + recorder.comparison(self.demo.compare)
-        if self._screenshot is not None:  # the screenshot shows the closing message
+        if self._screenshot is not None:  # the screenshot shows the closing message, and only it
+            self.clear_notifications()
             self.notify(message, title="demo", timeout=30)
             await asyncio.sleep(0.3)
             path = Path(self._screenshot).expanduser()
