@@ -140,9 +140,6 @@ class CopyBias:
             self._prefixes.update(r[:k] for k in range(1, len(r) + 1))
         self._cache.clear()
 
-    def knows(self, run: str) -> bool:
-        return run in self._runs
-
     def apply(self, logits: np.ndarray, body: str) -> np.ndarray:
         """``logits`` steered for the next token of a call whose body so far is ``body``: a changed
         copy, or the array itself when there is nothing to steer."""
