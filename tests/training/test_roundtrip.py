@@ -125,3 +125,23 @@ def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained):
     steps = [r["step"] for r in map(__import__("json").loads, (work / "log.jsonl").read_text().splitlines())]
     assert steps[:6] == [0, 1, 2, 3, 4, 5] and steps[-2:] == [6, 7]
     assert torch.load(ckpt, weights_only=False)["step"] == 7
+
+
+def test_the_second_stage_starts_from_the_first_stages_weights_and_tokenizer(tmp_path):
+    work = tmp_path / "two"
+    args = pipeline.parse_args([
+        "--first-steps", "2", "--first-sessions", "30", "--first-row", "256", "--first-batch", "2", "--first-lr", "0.06",
+        "--steps", "2", "--sessions", "30", "--row", "512", "--batch", "2", "--lr", "1e-9",
+        "--val-sessions", "4", "--vocab", "600", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
+        "--no-compile", "--workers", "1", "--log-every", "1", "--threads", "2",
+        "--work", str(work), "--out", str(work / "m.gguf")])
+    ckpt = pipeline.run(args)
+    first = torch.load(work / "first" / "checkpoint.pt", weights_only=False)
+    second = torch.load(ckpt, weights_only=False)
+    assert first["args"]["profile"] == "probe" and second["args"]["profile"] == "full"
+    assert second["pieces"] == first["pieces"]  # the tokenizer is kept
+    assert (first["config"]["n_ctx"], second["config"]["n_ctx"]) == (256, 512)
+    for name, weight in first["model"].items():  # a learning rate of 1e-9 leaves the first stage's weights
+        assert torch.allclose(second["model"][name], weight, atol=1e-5), name
+    pipeline.plot([work / "first" / "log.jsonl", work / "log.jsonl"], work / "loss.png")
+    assert (work / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
