@@ -427,8 +427,12 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = run(args)
     digest = export(ckpt, Path(args.out), f16=not args.f32)
     work = Path(args.work)
-    logs = ([work / "first" / "log.jsonl"] if args.first_steps else []) + [work / "log.jsonl"]
-    plot(logs, work / "loss.png")
+    stages = ([work / "first"] if args.first_steps else []) + [work]
+    plot([stage / "log.jsonl" for stage in stages], work / "loss.png")
+    summaries = [json.loads((stage / "summary.json").read_text()) for stage in stages]
+    minutes = sum(s["minutes"] + s["data"]["seconds"] / 60 for s in summaries)  # training and data
+    (work / "training-summary.json").write_text(json.dumps(
+        {"minutes": round(minutes, 1), "stages": summaries}, indent=1))
     _log(f"export: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, sha256 {digest})")
 
 
