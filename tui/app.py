@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import time
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,22 @@ from .widgets import PromptArea, StatusBar, Timeline, TimelineModel, ToolPane, T
 
 DRAIN_HZ = 20  # answer text reaches the screen this often; each refresh costs the compositor ~10-20 ms
 CHROME_HZ = 5  # the timeline, elapsed times and status bar need less
+# While the user types, the screen updates right after a keystroke has been drawn instead of on the
+# timer, so a keystroke does not arrive in the middle of a refresh and wait for it.
+TYPING = 0.15  # seconds after a keystroke during which the timer leaves the updates to the keystrokes
+MAX_DEFER = 0.2  # but answer text never waits longer than this
+
+
+def settle_garbage() -> None:
+    """Collect now, while nothing is typed into a running answer, then exempt what survives from
+    later collections.
+
+    Python's full collection walks every tracked object: with the app, the model and a transcript in
+    memory that is a pause of 60 ms or more, which a keystroke arriving then must wait out. Frozen
+    objects are never walked again (nor freed if they later form a cycle: the loaded app, and turns
+    that stay in the transcript, are not expected to)."""
+    gc.collect()
+    gc.freeze()
 
 
 class EventBridge:
@@ -146,6 +163,9 @@ class ChatApp(App):
         self._writer = None
         self.updates = 0  # UI batches applied, for the responsiveness benchmark
         self._chrome_at = 0.0
+        self._drained_at = 0.0
+        self._typed_at = 0.0
+        self._draining = False
         self._status_text = ""
 
     # --- layout -------------------------------------------------------------------------------
@@ -177,7 +197,7 @@ class ChatApp(App):
         self.query_one("#loading", Static).update("Loading the model…")
         for event in self._history:  # a resumed session: show what was said, as it was
             self.bridge(event)
-        self.set_interval(1 / DRAIN_HZ, self._drain)
+        self.set_interval(1 / DRAIN_HZ, self._tick)
         self._load_engine()
 
     @work(thread=True, exclusive=True, group="load")
@@ -202,6 +222,7 @@ class ChatApp(App):
 
     def _loaded(self, engine: Engine) -> None:
         self.engine = engine
+        settle_garbage()
         self.query_one("#loading").display = False
         self.query_one("#progress").display = False
         self.sub_title = f"{engine.backend.info.name} · {engine.dialect.describe()} dialect"
@@ -380,9 +401,30 @@ class ChatApp(App):
 
     # --- events -> widgets --------------------------------------------------------------------
 
+    def on_prompt_area_typed(self, message: PromptArea.Typed) -> None:
+        """A keystroke reached the prompt: update the screen once it has been drawn, if an update is due."""
+        now = time.monotonic()
+        self._typed_at = now
+        if now - self._drained_at >= 1 / DRAIN_HZ:
+            self.call_after_refresh(self._drain)
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._typed_at < TYPING and now - self._drained_at < MAX_DEFER:
+            return  # the keystrokes are driving the updates
+        await self._drain()
+
     async def _drain(self) -> None:
-        if not self.query("#timeline"):  # shutting down: the widgets are gone
+        if self._draining or not self.query("#timeline"):  # one at a time; or shutting down
             return
+        self._draining = True
+        try:
+            await self._drain_once()
+        finally:
+            self._draining = False
+            self._drained_at = time.monotonic()
+
+    async def _drain_once(self) -> None:
         batch = self.bridge.drain()
         now = self.clock()
         if batch:
@@ -423,6 +465,7 @@ class ChatApp(App):
             self.refresh_bindings()
         elif isinstance(e, ev.TurnEnded):
             self.busy = False
+            settle_garbage()
             tl.state(e.t, "idle")
             tl.end = e.t
             view = self.turns.get(e.turn)

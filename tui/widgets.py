@@ -267,12 +267,16 @@ class PromptArea(TextArea):
             super().__init__()
             self.text = text
 
+    class Typed(Message):
+        """A keystroke was handled (the app times its screen updates by these)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
         self.input_history: list[str] = []
         self._cursor: int | None = None
 
     async def _on_key(self, event: events.Key) -> None:
+        self.post_message(self.Typed())
         if event.key == "enter":
             event.prevent_default()
             event.stop()

@@ -3,6 +3,8 @@
 import asyncio
 import time
 
+from textual import events
+
 
 from asynclm.core import events as ev
 from asynclm.core.engine import Engine, EngineConfig
@@ -92,12 +94,59 @@ def test_typing_and_enter_mid_answer_injects_a_user_interrupt(tiny_model, tmp_pa
     asyncio.run(go())
 
 
+LONG = "[CALL] w [HEAD] wait(seconds=30) [END]" + "going on " * 4000  # a long answer beside a long call
+
+
+async def answering(pilot, app):
+    """Ask for the long answer and return once some of it is on screen."""
+    await send(pilot, app, "talk")
+    await until(pilot, lambda: len(answer_text(app)) > 60)
+
+
+def test_the_answer_keeps_streaming_while_the_user_types(tiny_model, tmp_path):
+    """While keys arrive the screen updates follow the keystrokes; the answer must not stall meanwhile."""
+    async def go():
+        app = make_app(tiny_model, [LONG], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await answering(pilot, app)
+            prompt = app.query_one("#prompt", PromptArea)
+            prompt.focus()
+            seen = []
+            for _ in range(60):  # a fast typist: a key every 20 ms for over a second
+                prompt.post_message(events.Key("x", "x"))
+                await asyncio.sleep(0.02)
+                seen.append(len(answer_text(app)))
+            assert prompt.text.endswith("x" * 60)
+            assert len(set(seen)) >= 4, "the answer reached the screen several times during the typing"
+            await pilot.press("escape")
+            await until(pilot, lambda: ended(app))
+    asyncio.run(go())
+
+
+def test_what_a_turn_leaves_is_exempted_from_later_garbage_collections(tiny_model, tmp_path):
+    """A full collection over the whole app pauses the screen for tens of milliseconds; the app
+    collects when a turn ends and freezes what survives, so collections during typing stay short."""
+    import gc
+
+    async def go():
+        app = make_app(tiny_model, ["word " * 200], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await until(pilot, lambda: app.engine is not None)
+            frozen = gc.get_freeze_count()
+            await send(pilot, app, "talk")
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.2)
+            assert gc.get_freeze_count() > frozen  # the turn's transcript and widgets
+    gc.unfreeze()
+    asyncio.run(go())
+    gc.unfreeze()
+
+
 def test_escape_stops_mid_answer_and_keeps_the_partial_reply(tiny_model, tmp_path):
     async def go():
-        app = make_app(tiny_model, ["[CALL] w [HEAD] wait(seconds=30) [END]" + "going on " * 4000], tmp_path)
+        app = make_app(tiny_model, [LONG], tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
-            await send(pilot, app, "talk")
-            await until(pilot, lambda: len(answer_text(app)) > 60)
+            await answering(pilot, app)
             await pilot.press("escape")
             await until(pilot, lambda: ended(app))
             await pilot.pause(0.3)
