@@ -20,6 +20,7 @@ from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.css.query import NoMatches
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, ProgressBar, Static
 
@@ -420,6 +421,9 @@ class ChatApp(App):
         self._draining = True
         try:
             await self._drain_once()
+        except NoMatches:  # the app closed while the batch was applied: its widgets are gone
+            if self.is_running and self.query("#status"):
+                raise
         finally:
             self._draining = False
             self._drained_at = time.monotonic()
