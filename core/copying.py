@@ -12,7 +12,10 @@ appears nowhere in the conversation:
 - the run being written must stay the prefix of a source run, and may end only where a source run
   ends;
 - a block may not close (``closers``: the native dialect's ``[END]``) inside an open string: that
-  call could only fail to parse.
+  call could only fail to parse;
+- a word that the sources join to a capitalised word by a space or a hyphen (``Rio Branco``,
+  ``Porto-Novo``) is part of a name: after it, only that joiner or more letters are left unlowered,
+  so the value does not stop at ``Rio`` nor become ``Porto Novo``.
 
 Punctuation, operators, quotes and spaces are never lowered, so values the model builds from copied
 parts (``531*89``) stay possible, and so do values the request does not hold, when the model is surer
@@ -28,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 _RUN = re.compile(r"[^\W\d_]+|\d+")
+_JOINED = re.compile(r"([^\W\d_]+)([ -])(?=[^\W\d_a-z])")  # a word, then a joiner before a capital
 LITERALS = ("True", "False", "None")
 
 
@@ -106,6 +110,7 @@ class CopyBias:
         self._texts = texts
         self._runs: set[str] = set()
         self._prefixes: set[str] = set()
+        self._joiners: dict[str, set[str]] = {}  # a word -> how the sources join it to a capitalised word
         self._cache: dict[str, np.ndarray | None] = {}
         self.reset()
 
@@ -127,13 +132,21 @@ class CopyBias:
         """A new conversation: forget every source run but the literals."""
         self._runs.clear()
         self._prefixes.clear()
+        self._joiners.clear()
         self._cache.clear()
         self.learn(" ".join(LITERALS))
 
     def learn(self, text: str) -> None:
         """Add the runs of ``text`` (a user message, a result, a call id) to the sources."""
+        joined = False
+        for word, joiner in _JOINED.findall(text):
+            if joiner not in self._joiners.setdefault(word, set()):
+                self._joiners[word].add(joiner)
+                joined = True
         new = [r for r in runs(text) if r not in self._runs]
         if not new:
+            if joined:
+                self._cache.clear()
             return
         for r in new:
             self._runs.add(r)
@@ -178,6 +191,11 @@ class CopyBias:
         lowered = self._starts_run & ~allowed
         if not complete:  # ending the run here would leave an unseen value
             lowered |= ~self._starts_run & self._has_text
+        elif run in self._joiners:  # part of a name: go on as the sources join it
+            joiners = self._joiners[run]
+            for token, text in enumerate(self._texts):
+                if text and not self._starts_run[token] and text[0] not in joiners:
+                    lowered[token] = True
         return lowered if lowered.any() else None
 
     def _allow(self, allowed: np.ndarray, rest: str) -> None:

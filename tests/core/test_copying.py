@@ -68,6 +68,24 @@ def test_an_open_run_continues_or_ends_only_as_a_source_run_does():
     assert not lowered(bias, 'current_time(timezone="Saigon') & ids('"', ")", ",")
 
 
+def test_a_word_joined_to_a_capitalised_word_goes_on_as_the_name_does():
+    bias = CopyBias(TEXTS, 5.0)
+    bias.learn("what time is it in Sai Tokyo, and in Saigon")  # "Sai Tokyo": a two-word name
+    low = lowered(bias, 'current_time(timezone="Sai')
+    assert ids('"', "'", ")", ",") <= low  # stopping at "Sai" would cut the name
+    assert not low & ids(" ", "gon", "g")  # the joiner the sources use, or more letters ("Saigon")
+    assert not lowered(bias, 'current_time(timezone="Sai Tok') & ids("yo")
+    assert not lowered(bias, 'current_time(timezone="Saigon') & ids('"', ")", ",")  # a name on its own
+
+    plain = CopyBias(TEXTS, 5.0)
+    plain.learn("time in Sai and then Tokyo")  # a lower-case word follows: "Sai" is a whole value
+    assert not lowered(plain, 'current_time(timezone="Sai') & ids('"', ")", ",")
+
+    hyphen = CopyBias(TEXTS, 5.0)
+    hyphen.learn("time in Sai-Tokyo")
+    assert ids(" ", '"') <= lowered(hyphen, 'current_time(timezone="Sai')  # not "Sai Tokyo", not "Sai"
+
+
 def test_numbers_are_copied_digit_by_digit_and_operators_stay_free():
     bias = CopyBias(TEXTS, 5.0)
     bias.learn("what is 531 times 89")
