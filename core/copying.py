@@ -138,20 +138,15 @@ class CopyBias:
 
     def learn(self, text: str) -> None:
         """Add the runs of ``text`` (a user message, a result, a call id) to the sources."""
-        joined = False
-        for word, joiner in _JOINED.findall(text):
-            if joiner not in self._joiners.setdefault(word, set()):
-                self._joiners[word].add(joiner)
-                joined = True
+        joins = [(w, j) for w, j in _JOINED.findall(text) if j not in self._joiners.get(w, ())]
         new = [r for r in runs(text) if r not in self._runs]
-        if not new:
-            if joined:
-                self._cache.clear()
-            return
+        for word, joiner in joins:
+            self._joiners.setdefault(word, set()).add(joiner)
         for r in new:
             self._runs.add(r)
             self._prefixes.update(r[:k] for k in range(1, len(r) + 1))
-        self._cache.clear()
+        if joins or new:
+            self._cache.clear()
 
     def apply(self, logits: np.ndarray, body: str) -> np.ndarray:
         """``logits`` steered for the next token of a call whose body so far is ``body``: a changed

@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = run(args)
     digest = export(ckpt, Path(args.out), f16=not args.f32)
     work = Path(args.work)
-    stages = ([work / "first"] if args.first_steps else []) + [work]
+    stages = ([Path(first_stage(args).work)] if args.first_steps else []) + [work]
     plot([stage / "log.jsonl" for stage in stages], work / "loss.png")
     summaries = [json.loads((stage / "summary.json").read_text()) for stage in stages]
     minutes = sum(s["minutes"] + s["data"]["seconds"] / 60 for s in summaries)  # training and data

@@ -5,7 +5,6 @@ import time
 
 from textual import events
 
-
 from asynclm.core import events as ev
 from asynclm.core.engine import Engine, EngineConfig
 from asynclm.core.llama import LlamaBackend
