@@ -433,19 +433,21 @@ class ChatApp(App):
         now = self.clock()
         if batch:
             self.updates += 1
-            self.events.extend(batch)
             text_run: list[str] = []
-            for e in batch:
-                if isinstance(e, ev.TokenGenerated):
-                    if e.text:
-                        text_run.append(e.text)
-                    continue
+            try:
+                for e in batch:
+                    if isinstance(e, ev.TokenGenerated):
+                        if e.text:
+                            text_run.append(e.text)
+                        continue
+                    if text_run and self.current is not None:
+                        await self.current.write("".join(text_run))
+                    text_run = []
+                    await self._apply(e)
                 if text_run and self.current is not None:
                     await self.current.write("".join(text_run))
-                text_run = []
-                await self._apply(e)
-            if text_run and self.current is not None:
-                await self.current.write("".join(text_run))
+            finally:  # recorded once applied, so the events never run ahead of the screen
+                self.events.extend(batch)
         if now - self._chrome_at < 1 / CHROME_HZ:
             return
         self._chrome_at = now
