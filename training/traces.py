@@ -602,6 +602,11 @@ ACKS_CHANGE = ["OK, {new} instead.", "Switching to {new}.", "Got it: {new}."]
 _PIECE = re.compile(r"[A-Za-z]{1,4}|\d|\s|[^\sA-Za-z\d]")
 
 
+# The share of mid-answer messages that enter right after the request's calls, before any text:
+# the engine injects a message at the first safe point, which is often the end of a call block.
+IMMEDIATE_USER = 0.3
+
+
 def approx_tokens(text: str) -> int:
     return max(1, len(_PIECE.findall(text)))
 
@@ -694,8 +699,9 @@ class Simulator:
                     change = next((task for task in turn.interrupt_tasks if task.replaces), None)
                     ack = (self.rng.choice(ACKS_CHANGE).format(new=change.subject) if change
                            else self.rng.choice(ACKS_ADD))
-                    actions.append(("calls", new_calls))
-                    actions.append(("text", ack))
+                    # acted on next: the sentence under way ends, then the new calls, before
+                    # any result sentence still waiting
+                    actions[0:0] = [("calls", new_calls), ("text", ack)]
                     continue
                 del pending[cid]
                 call = calls[cid]
@@ -721,8 +727,12 @@ class Simulator:
                     if turn.user_interrupt and not scheduled:
                         # the user speaks up somewhere while the answer is under way
                         scheduled = True
-                        horizon = max(pending.values(), default=t)
-                        user_at = t + (horizon - t) * turn.interrupt_at + mpt
+                        if self.rng.random() < IMMEDIATE_USER:
+                            user_at = t  # typed while the calls were being written
+                            deliver()
+                        else:
+                            horizon = max(pending.values(), default=t)
+                            user_at = t + (horizon - t) * turn.interrupt_at + mpt
                     continue
                 for piece in _PIECE.findall(" " + item):
                     self.model(piece)
@@ -783,6 +793,7 @@ class Profile:
     kinds: tuple[str, ...] | None = None
     max_calls: int = 5
     interrupts: bool = True
+    interrupt_rate: float = 0.4  # turns with a mid-answer message, in training
 
 
 PROFILES = {
@@ -809,7 +820,7 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
         planner = Planner(rng, heldout, runner.tree, shape.kinds)
         n_turns = rng.choices(range(1, max_turns + 1), TURN_WEIGHTS[:max_turns])[0]
         for _ in range(n_turns):
-            turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts)
+            turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts, shape.interrupt_rate)
             session.turns.append(turn)
             sim.turn(turn)
         session.atoms[:] = _merge_text(session.atoms)
@@ -818,7 +829,10 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
         runner.close()
 
 
-def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrupts: bool = True) -> Turn:
+def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrupts: bool = True,
+              interrupt_rate: float = 0.25) -> Turn:
+    """One request; with ``interrupts``, a mid-answer message in ``interrupt_rate`` of the turns
+    (the evaluation keeps the default, so its held-out episodes do not move with the training mix)."""
     budget = rng.choices([1, 2, 3, 4, 5][:max_calls], [26, 28, 22, 14, 10][:max_calls])[0]
     tasks: list[Task] = []
     kinds: set[str] = set()
@@ -831,7 +845,7 @@ def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrup
         kinds.add(task.kind)
     turn = Turn(render_request(rng, tasks), tasks)
     total = sum(len(t.calls) for t in tasks)
-    if interrupts and rng.random() < 0.25 and total < 5:
+    if interrupts and rng.random() < interrupt_rate and total < 5:
         change = [t for t in tasks if t.kind in ("time", "read_file", "file_info", "units")]
         extra = None
         if change and rng.random() < 0.4:

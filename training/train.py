@@ -359,7 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=10000, help="training sessions to generate")
     p.add_argument("--profile", choices=["full", "probe"], default="full",
                    help="what sessions hold: all tools and turns, or the earlier probe's simpler regime")
-    p.add_argument("--first-steps", type=int, default=2000,
+    p.add_argument("--first-steps", type=int, default=1500,
                    help="steps of a first stage on simpler sessions, where copying is learnt (0: none)")
     p.add_argument("--first-profile", choices=["full", "probe"], default="probe")
     p.add_argument("--first-sessions", type=int, default=30000)
@@ -382,7 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens in a copy row's spans (long spans teach copying sooner: see the model card)")
     p.add_argument("--copy-keep", type=int, default=0, help="copy rows trained beside every later step")
     p.add_argument("--copy-keep-row", type=int, default=512, help="tokens per row of those")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--embd", type=int, default=256)

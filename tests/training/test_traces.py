@@ -146,3 +146,20 @@ def test_the_probe_profile_holds_one_turn_of_one_to_three_calls_to_four_tools():
         users = [i for i, (a, _) in enumerate(s.atoms) if a == " user "]
         assert len(users) <= 1 and sum(1 for a, _ in s.atoms if a is Marker.CALL) == len(calls)
     assert sizes == {1, 2, 3}
+
+
+def test_a_mid_answer_message_is_acted_on_before_the_model_waits_again():
+    """The calls a user message asks for come before any [TRAP]; some messages enter right after the
+    request's calls, where the engine injects them when typed while a call block was being written."""
+    right_after_a_call = acted = 0
+    for seed in range(80):
+        b = [x for x in blocks(make_session(seed)) if x[0] != "text" or x[3].strip()]
+        users = [i for i, x in enumerate(b) if x[0] == "intr" and x[2] == "user"]
+        for i in users:
+            if i == 0 or b[i - 1][0] in (BOS, EOS):
+                continue  # the request, not a mid-answer message
+            right_after_a_call += b[i - 1][0] == "call"
+            following = [x[0] for x in b[i + 1:] if x[0] in ("call", "trap", EOS)]
+            assert following and following[0] == "call", (seed, following[:3])
+            acted += 1
+    assert acted > 10 and 0 < right_after_a_call < acted
