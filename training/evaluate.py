@@ -29,6 +29,7 @@ import random
 import statistics
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,13 @@ def summarise(episodes: list[Episode]) -> dict[str, Any]:
     with_user = [e for e in episodes if e.user_interrupt]
     with_errors = [e for e in episodes if e.errors]
     tps = [e.tokens_per_second for e in episodes if e.tokens_per_second]
+    right = written = 0
+    for e in episodes:  # calls written that were asked for, each asked-for call matched once
+        wanted = Counter(e.expected + e.expected_after_user)
+        got = Counter(e.written)
+        right += sum((wanted & got).values())
+        written += len(e.written)
+    sizes = sorted({len(e.expected) for e in episodes})
     return {
         "episodes": len(episodes),
         "valid_cml": rate([e.valid for e in episodes]),
@@ -264,6 +272,9 @@ def summarise(episodes: list[Episode]) -> dict[str, Any]:
         "user_interrupts_acted_on": rate([e.acted_on_user for e in with_user]),
         "errors_reported_honestly": rate([e.errors_honest for e in with_errors]),
         "fully_correct": rate([e.fully_correct for e in episodes]),
+        "calls_written_right": {"rate": round(right / written, 4) if written else None, "n": written},
+        "exact_by_request_size": {str(n): rate([e.exact for e in episodes if len(e.expected) == n])
+                                  for n in sizes},
         "tokens_per_second_median": round(statistics.median(tps), 1) if tps else None,
     }
 

@@ -18,3 +18,17 @@ def test_an_episode_whose_user_types_mid_answer_ends_instead_of_hanging():
     assert episode.user_interrupt == "also the time in Khandyga"
     assert episode.end_reason != "timeout", episode.written
     assert episode.end_reason == "done"
+
+
+def test_the_summary_counts_each_asked_for_call_once_and_splits_exact_calls_by_request_size():
+    from training.evaluate import Episode, summarise
+
+    one = Episode(1, "what is 2*3", None, ["calculator(expression='2*3')"], [],
+                  written=["calculator(expression='2*3')"], end_reason="done")
+    two = Episode(2, "2*3 and the time in Oslo", None,
+                  ["calculator(expression='2*3')", "current_time(timezone='Oslo')"], [],
+                  written=["calculator(expression='2*3')", "calculator(expression='2*3')"], end_reason="done")
+    summary = summarise([one, two])
+    # the repeated call is right once: 2 of 3 written calls were asked for
+    assert summary["calls_written_right"] == {"rate": 0.6667, "n": 3}
+    assert summary["exact_by_request_size"] == {"1": {"rate": 1.0, "n": 1}, "2": {"rate": 0.0, "n": 1}}
