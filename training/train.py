@@ -382,7 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens in a copy row's spans (long spans teach copying sooner: see the model card)")
     p.add_argument("--copy-keep", type=int, default=0, help="copy rows trained beside every later step")
     p.add_argument("--copy-keep-row", type=int, default=512, help="tokens per row of those")
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=1400)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--embd", type=int, default=256)
