@@ -61,11 +61,17 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return summary, params
 
 
-def _format_ms(seconds: float) -> str:
+def _shown(seconds: float) -> float:
+    """An estimate as the tool list shows it: whole milliseconds under a second, tenths above."""
     ms = seconds * 1000
-    if ms < 1000:
-        return f"~{max(1, round(ms))}ms"
-    return f"~{seconds:.1f}s".replace(".0s", "s")
+    return max(1, round(ms)) / 1000 if ms < 1000 else round(seconds, 1)
+
+
+def _format_ms(seconds: float) -> str:
+    shown = _shown(seconds)
+    if shown < 1:
+        return f"~{round(shown * 1000)}ms"
+    return f"~{shown:.1f}s".replace(".0s", "s")
 
 
 class Tool:
@@ -213,11 +219,14 @@ class Registry:
         return len(self._tools)
 
     def describe(self) -> str:
-        """The session's tool list as the model reads it (the spec's ``system`` interrupt)."""
+        """The session's tool list as the model reads it (the spec's ``system`` interrupt), longest
+        shown estimate first (ties in the order the tools were added): issuing ready calls in LPT
+        order is then issuing them in list order."""
         if not self._tools:
             return "tools: none"
-        return "tools: " + " | ".join(
-            f"{t.signature_text()} {_format_ms(self.published_estimate(t))}" for t in self._tools.values())
+        shown = [(t, self.published_estimate(t)) for t in self._tools.values()]
+        shown.sort(key=lambda pair: -_shown(pair[1]))
+        return "tools: " + " | ".join(f"{t.signature_text()} {_format_ms(s)}" for t, s in shown)
 
     def published_estimate(self, tool: Tool) -> float:
         """The estimate the model is shown: it follows the observed median only when that has moved

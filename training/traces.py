@@ -612,10 +612,13 @@ def approx_tokens(text: str) -> int:
 
 
 def lpt(calls: list[Call], estimates: dict[str, float]) -> list[Call]:
-    """Ready calls longest shown estimate first (ties keep request order), then dependent ones."""
+    """Ready calls in tool-list order (longest shown estimate first, ties in the order the tools were
+    added, as ``Registry.describe`` lists them; calls to one tool in request order), then dependent
+    ones."""
     shown = {name: _format_ms(s) for name, s in estimates.items()}
+    added = {name: i for i, name in enumerate(estimates)}
     ready = [c for c in calls if not c.refs]
-    ready.sort(key=lambda c: -_ms(shown[c.name]))
+    ready.sort(key=lambda c: (-_ms(shown[c.name]), added[c.name]))
     return ready + [c for c in calls if c.refs]
 
 
@@ -794,6 +797,9 @@ class Profile:
     max_calls: int = 5
     interrupts: bool = True
     interrupt_rate: float = 0.4  # turns with a mid-answer message, in training
+    # how often a request needs 1, 2, ... 5 calls, in training: more of the long requests that are
+    # hardest to get right (the evaluation keeps ``CALL_WEIGHTS``)
+    call_weights: tuple[int, ...] = (20, 26, 24, 17, 13)
 
 
 PROFILES = {
@@ -820,7 +826,8 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
         planner = Planner(rng, heldout, runner.tree, shape.kinds)
         n_turns = rng.choices(range(1, max_turns + 1), TURN_WEIGHTS[:max_turns])[0]
         for _ in range(n_turns):
-            turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts, shape.interrupt_rate)
+            turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts, shape.interrupt_rate,
+                             shape.call_weights)
             session.turns.append(turn)
             sim.turn(turn)
         session.atoms[:] = _merge_text(session.atoms)
@@ -829,11 +836,14 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
         runner.close()
 
 
+CALL_WEIGHTS = (26, 28, 22, 14, 10)
+
+
 def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrupts: bool = True,
-              interrupt_rate: float = 0.25) -> Turn:
-    """One request; with ``interrupts``, a mid-answer message in ``interrupt_rate`` of the turns
-    (the evaluation keeps the default, so its held-out episodes do not move with the training mix)."""
-    budget = rng.choices([1, 2, 3, 4, 5][:max_calls], [26, 28, 22, 14, 10][:max_calls])[0]
+              interrupt_rate: float = 0.25, call_weights: tuple[int, ...] = CALL_WEIGHTS) -> Turn:
+    """One request; with ``interrupts``, a mid-answer message in ``interrupt_rate`` of the turns.
+    The evaluation keeps the defaults, so its held-out episodes do not move with the training mix."""
+    budget = rng.choices([1, 2, 3, 4, 5][:max_calls], call_weights[:max_calls])[0]
     tasks: list[Task] = []
     kinds: set[str] = set()
     while sum(len(t.calls) for t in tasks) < budget:

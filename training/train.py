@@ -46,7 +46,11 @@ def build_data(args: argparse.Namespace, work: Path, pieces: list[str] | None = 
     from .data import Packed, fit_to_row, generate, pack
     from .tokenizer import Tokenizer, build_vocab, load_pieces, save_pieces, text_runs, train_bpe
 
-    key = f"seed={args.seed} sessions={args.sessions} vocab={args.vocab} row={args.row} v=3"
+    # the generator's own source is part of the key: a change to the traces regenerates the data
+    source = hashlib.sha256(b"".join((ROOT / "training" / name).read_bytes()
+                                     for name in ("traces.py", "entities.py", "data.py", "tokenizer.py")))
+    key = (f"seed={args.seed} sessions={args.sessions} vocab={args.vocab} row={args.row} "
+           f"traces={source.hexdigest()[:12]}")
     if args.profile != "full":
         key += f" profile={args.profile}"
     if pieces is not None:

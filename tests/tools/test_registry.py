@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import re
 from typing import Literal, Optional, TypedDict
 
 import pytest
@@ -137,3 +138,12 @@ def test_estimate_follows_observed_latencies_and_the_list_updates_on_drift():
     t.observe(1.5)
     assert t.estimate == 1.1 and "slowish() ~1s" in reg.describe(), "small drift: unchanged"
     assert reg.json_schema()[0]["name"] == "slowish"
+
+
+def test_the_tool_list_reads_longest_estimate_first():
+    reg = Registry()
+    for name, estimate in [("quick", 0.004), ("slow", 0.8), ("tie_a", 0.2), ("medium", 0.3), ("tie_b", 0.2)]:
+        reg.add(lambda: None, name=name, description="d.", estimate=estimate)
+    listed = re.findall(r"(\w+)\(\) ~", reg.describe())
+    assert listed == ["slow", "medium", "tie_a", "tie_b", "quick"], "ties keep the order tools were added"
+    assert reg.names() == ["quick", "slow", "tie_a", "medium", "tie_b"], "only the description is sorted"

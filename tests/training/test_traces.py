@@ -76,10 +76,12 @@ def test_every_call_gets_exactly_one_interrupt_after_it_and_refs_point_back(samp
         assert answered == {c: 1 for c in seen_calls}
 
 
-def test_ready_calls_are_issued_longest_estimate_first(sample):
+def test_ready_calls_are_issued_longest_estimate_first_which_is_tool_list_order(sample):
     checked = 0
     for session in sample:
         shown = {name: _ms(_format_ms(s)) for name, s in session.estimates.items()}
+        listed = re.findall(r"(?:^tools: |\| )(\w+)\(", session.tools_text)
+        assert [shown[name] for name in listed] == sorted(shown[name] for name in listed)[::-1]
         burst: list[str] = []
         for kind, _, _, body in blocks(session) + [("end", False, "", "")]:
             if kind == "call":
@@ -88,6 +90,8 @@ def test_ready_calls_are_issued_longest_estimate_first(sample):
             ready = [parse_call(b).name for b in burst if not parse_call(b).refs]
             estimates = [shown[name] for name in ready]
             assert estimates == sorted(estimates, reverse=True), (ready, estimates)
+            positions = [listed.index(name) for name in ready]
+            assert positions == sorted(positions), (ready, listed)
             checked += len(ready) > 1
             burst = []
     assert checked > 20
