@@ -172,6 +172,9 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
+    # compiled kernels on more than one thread otherwise accumulate some gradients in an order that
+    # varies from run to run; with this, the same command trains the same weights
+    torch.use_deterministic_algorithms(True)
     start = torch.load(init, map_location="cpu", weights_only=False) if init else None
     pieces, train_rows, val_rows = build_data(args, work, start["pieces"] if start else None)
     vocab = build_vocab(pieces)
