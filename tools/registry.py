@@ -67,6 +67,12 @@ def _shown(seconds: float) -> float:
     return max(1, round(ms)) / 1000 if ms < 1000 else round(seconds, 1)
 
 
+def longest_first(estimates: dict[str, float]) -> list[str]:
+    """Tool names in the order the tool list gives them: longest shown estimate first, ties in the
+    dict's order (the order the tools were added)."""
+    return sorted(estimates, key=lambda name: -_shown(estimates[name]))
+
+
 def _format_ms(seconds: float) -> str:
     shown = _shown(seconds)
     if shown < 1:
@@ -224,9 +230,9 @@ class Registry:
         order is then issuing them in list order."""
         if not self._tools:
             return "tools: none"
-        shown = [(t, self.published_estimate(t)) for t in self._tools.values()]
-        shown.sort(key=lambda pair: -_shown(pair[1]))
-        return "tools: " + " | ".join(f"{t.signature_text()} {_format_ms(s)}" for t, s in shown)
+        shown = {name: self.published_estimate(t) for name, t in self._tools.items()}
+        return "tools: " + " | ".join(f"{self._tools[name].signature_text()} {_format_ms(shown[name])}"
+                                      for name in longest_first(shown))
 
     def published_estimate(self, tool: Tool) -> float:
         """The estimate the model is shown: it follows the observed median only when that has moved
@@ -241,4 +247,4 @@ class Registry:
         return [t.schema() for t in self._tools.values()]
 
 
-__all__ = ["ArgumentError", "Param", "Registry", "SchemaError", "Tool"]
+__all__ = ["ArgumentError", "Param", "Registry", "SchemaError", "Tool", "longest_first"]

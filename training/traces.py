@@ -43,7 +43,7 @@ from unittest import mock
 from asynclm.core.cml import Marker, Ref, error_payload, render_payload, render_value
 from asynclm.tools import builtins as builtin_tools
 from asynclm.tools.builtins import default_registry
-from asynclm.tools.registry import Registry, _format_ms
+from asynclm.tools.registry import Registry, _format_ms, longest_first
 
 from . import entities as ent
 
@@ -615,10 +615,9 @@ def lpt(calls: list[Call], estimates: dict[str, float]) -> list[Call]:
     """Ready calls in tool-list order (longest shown estimate first, ties in the order the tools were
     added, as ``Registry.describe`` lists them; calls to one tool in request order), then dependent
     ones."""
-    shown = {name: _format_ms(s) for name, s in estimates.items()}
-    added = {name: i for i, name in enumerate(estimates)}
+    rank = {name: i for i, name in enumerate(longest_first(estimates))}
     ready = [c for c in calls if not c.refs]
-    ready.sort(key=lambda c: (-_ms(shown[c.name]), added[c.name]))
+    ready.sort(key=lambda c: rank[c.name])
     return ready + [c for c in calls if c.refs]
 
 
