@@ -21,6 +21,13 @@ Punctuation, operators, quotes and spaces are never lowered, so values the model
 parts (``531*89``) stay possible, and so do values the request does not hold, when the model is surer
 of them than ``strength``: the bias is a thumb on the scale, not a grammar. ``math.inf`` makes it one.
 Keyword names and the tool's name are left alone: only argument values are steered.
+
+Answer text (``apply_text``) is steered more lightly, only where a word is visibly a copy: when the
+part of the word already written ends with a separator and, from a run of two or more characters on,
+appears in a source (``zohedux.``, ``93.``, ``11:``, ``Porto-``), the run after it must go on as it
+does in the sources (``zohedux.toml``, not ``zohedux.txt``). Everything else in answers is free: the
+first run of every word, words after spaces, punctuation, and a run the sources do not follow the
+same way.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import numpy as np
 _RUN = re.compile(r"[^\W\d_]+|\d+")
 _JOINED = re.compile(r"([^\W\d_]+)([ -])(?=[^\W\d_a-z])")  # a word, then a joiner before a capital
 LITERALS = ("True", "False", "None")
+LITERALS_TEXT = " ".join(LITERALS)
+_WORD_END = re.compile(r"\S*$")
 
 
 def _kind(ch: str) -> int:
@@ -109,6 +118,8 @@ class CopyBias:
         self._has_text = np.array([bool(t) for t in texts], dtype=bool)
         self._texts = texts
         self._runs: set[str] = set()
+        self._sources: list[str] = []
+        self._text_cache: dict[str, np.ndarray | None] = {}
         self._prefixes: set[str] = set()
         self._joiners: dict[str, set[str]] = {}  # a word -> how the sources join it to a capitalised word
         self._cache: dict[str, np.ndarray | None] = {}
@@ -131,13 +142,18 @@ class CopyBias:
     def reset(self) -> None:
         """A new conversation: forget every source run but the literals."""
         self._runs.clear()
+        self._sources.clear()
         self._prefixes.clear()
         self._joiners.clear()
         self._cache.clear()
-        self.learn(" ".join(LITERALS))
+        self._text_cache.clear()
+        self.learn(LITERALS_TEXT)
 
     def learn(self, text: str) -> None:
         """Add the runs of ``text`` (a user message, a result, a call id) to the sources."""
+        if text != LITERALS_TEXT:
+            self._sources.append(text)
+            self._text_cache.clear()
         joins = [(w, j) for w, j in _JOINED.findall(text) if j not in self._joiners.get(w, ())]
         new = [r for r in runs(text) if r not in self._runs]
         for word, joiner in joins:
@@ -171,6 +187,68 @@ class CopyBias:
             steered = logits.copy()
         steered[:n][lowered[:n]] -= self.strength
         return steered
+
+    def apply_text(self, logits: np.ndarray, text: str) -> np.ndarray:
+        """``logits`` steered for the next token of answer text that so far ends with ``text``: a
+        changed copy, or the array itself when the word being written is not a visible copy."""
+        word = _WORD_END.search(text).group()
+        if word not in self._text_cache:
+            self._text_cache[word] = self._lowered_in_word(word)
+        lowered = self._text_cache[word]
+        if lowered is None:
+            return logits
+        n = min(len(lowered), len(logits))
+        steered = logits.copy()
+        steered[:n][lowered[:n]] -= self.strength
+        return steered
+
+    def _lowered_in_word(self, word: str) -> np.ndarray | None:
+        run = _trailing_run(word)
+        head = word[: len(word) - len(run)]
+        if not head:
+            return None
+        following = self._following(head)
+        if not following:
+            return None
+        if run in following:
+            return None  # a complete copied run: what comes next is free
+        ahead = [f[len(run):] for f in following if f.startswith(run)]
+        if not ahead:
+            return None  # already off the sources
+        allowed = np.zeros(len(self._texts), dtype=bool)
+        for rest in ahead:
+            self._allow(allowed, rest)
+        lowered = self._starts_run & ~allowed
+        if run:  # a run that stopped here would not be the sources' run
+            lowered |= ~self._starts_run & self._has_text
+        return lowered if lowered.any() else None
+
+    def _following(self, head: str) -> set[str]:
+        """The runs that follow the longest copied end of ``head`` in the sources: the empty set when
+        no end of it from a run of two or more characters on appears in them, or when a source has no
+        run right after it (a word may end there)."""
+        starts = [i for i in range(len(head)) if _kind(head[i]) and (i == 0 or _kind(head[i - 1]) != _kind(head[i]))]
+        for i in starts:
+            anchor = head[i:]
+            first = _RUN.match(anchor)
+            if first is None or first.end() < 2:
+                continue
+            found: set[str] = set()
+            for source in self._sources:
+                at = source.find(anchor)
+                end_kind = _kind(anchor[-1])
+                while at >= 0:
+                    end = at + len(anchor)
+                    inside = end_kind and end < len(source) and _kind(source[end]) == end_kind
+                    if (at == 0 or _kind(source[at - 1]) != _kind(anchor[0])) and not inside:
+                        after = _RUN.match(source, end)
+                        if after is None:
+                            return set()
+                        found.add(after.group())
+                    at = source.find(anchor, at + 1)
+            if found:
+                return found
+        return set()
 
     def _lowered(self, run: str) -> np.ndarray | None:
         """The tokens to lower after ``run`` (the open run of the value, maybe empty)."""

@@ -65,10 +65,23 @@ class EngineConfig:
     max_turn_tokens: int = 4096
     default_timeout: float = 60.0
     copy_bias: float = 0.0  # logits taken from unseen words in argument values (0: off; core.copying)
+    copy_text: bool = True  # with copy_bias: steer the answer's visibly copied words too
 
 
 STOPPED_NOTE = "the user stopped the answer"
+REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
+RECENT_CHARS = 400
 NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
+
+
+def repeating(text: str, repeats: int = REPEATS) -> str:
+    """The piece of 2-40 characters, holding a letter, that ``text`` ends with ``repeats`` times in a
+    row (``walse walse walse ...``: a small model's loop), or ""."""
+    for size in range(2, min(40, len(text) // repeats) + 1):
+        unit = text[-size:]
+        if text.endswith(unit * repeats) and any(ch.isalpha() for ch in unit):
+            return unit
+    return ""
 
 
 class Engine:
@@ -326,6 +339,7 @@ class Engine:
                                                                taken=self._call_ids.__contains__)
         backend, policy = self.backend, self.policy
         answer: list[str] = []
+        recent, injected = "", 0  # the end of the model's text since the last interrupt
         generated = 0
         self._injected = 0
         decode_seconds = 0.0
@@ -345,10 +359,14 @@ class Engine:
                     self._emit(ev.Notice(level="warning", message=(
                         f"The answer reached {generated} tokens and was ended there.")))
                     break
+                if injected != self._injected:  # neither a word nor a loop runs on across an interrupt
+                    injected, recent = self._injected, ""
                 t0 = time.perf_counter()
                 logits = backend.logits()
                 if self.copy_bias is not None and monitor.state is BlockState.CALL_BODY:
                     logits = self.copy_bias.apply(logits, monitor.call_body)
+                elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
+                    logits = self.copy_bias.apply_text(logits, recent)
                 token = policy.choose(logits, monitor.banned())
                 if backend.is_eog(token):
                     if self._pending():
@@ -376,11 +394,20 @@ class Engine:
                 decode_seconds += time.perf_counter() - t0
                 if text:
                     answer.append(text)
+                    recent = (recent + text)[-RECENT_CHARS:]
                 self._emit(ev.TokenGenerated(token=token, text=text, in_block=monitor.in_block))
                 if sync_ids:
                     self._wait_for(sync_ids, "sync")
                 if trap:
                     self._trap("trap")
+                elif text and monitor.safe and (unit := repeating(recent)):
+                    if not self._pending():
+                        reason = "repetition"
+                        self._emit(ev.Notice(level="warning", message=(
+                            f"The model was repeating itself ({(unit * 3).strip()!r} ...); "
+                            "the answer was ended there.")))
+                        break
+                    self._trap("repetition")  # what it waits for may break the loop
         except ContextFull as exc:
             reason = "context_full"
             self._emit(ev.Notice(level="error", message=(

@@ -168,3 +168,9 @@ def engine_maker():
 def make_engine(tiny_model: Path, engine_maker: EngineMaker):
     """Factory: an engine on the tiny model driven by a script; closed after the test."""
     return lambda turns=(), **options: engine_maker(tiny_model, turns, **options)
+
+
+def prose(n: int, stem: str = "word") -> str:
+    """``n`` numbered words (``word0 word1 ...``): a long scripted answer that is not a loop, which
+    the engine would cut short (``core.engine.repeating``)."""
+    return "".join(f"{stem}{i} " for i in range(n))

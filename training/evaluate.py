@@ -130,7 +130,8 @@ class Episode:
 
 
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
-                mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0) -> Episode:
+                mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
+                copy_text: bool = True, n_threads: int = 2) -> Episode:
     shape = PROFILES[profile]
     rng = random.Random(seed)
     runner = ToolRunner(rng, heldout=True)
@@ -146,15 +147,16 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
         later = [c for t in turn.interrupt_tasks for c in t.calls]
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
-        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, mode, copy_bias)
+        config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text)
+        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads)
     finally:
         runner.close()
 
 
 def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: int, n_ctx: int,
-           timeout: float, mode: Mode = Mode.ASYNC, copy_bias: float = 0.0) -> Episode:
-    backend = LlamaBackend(model, n_ctx=n_ctx, n_threads=2)
-    engine = Engine(backend, registry, config=EngineConfig(mode=mode, copy_bias=copy_bias), sampling=GREEDY)
+           timeout: float, config: EngineConfig, n_threads: int = 2) -> Episode:
+    backend = LlamaBackend(model, n_ctx=n_ctx, n_threads=n_threads)
+    engine = Engine(backend, registry, config=config, sampling=GREEDY)
     by_id: dict[str, str] = {}
     order: list[str] = []  # tool names of calls in the order written
     results: dict[str, ev.Event] = {}
@@ -291,12 +293,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="the requests' regime, as in training (probe: four tools, 1-3 calls)")
     p.add_argument("--copy-bias", type=float, default=0.0, metavar="LOGITS",
                    help="steer argument values toward the conversation's words (0: off; inf: only those)")
+    p.add_argument("--no-copy-text", dest="copy_text", action="store_false",
+                   help="with --copy-bias: leave the answer text alone (steer call arguments only)")
+    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     args = p.parse_args(argv)
     episodes = []
     t0 = time.time()
     for i in range(args.episodes):
         episodes.append(run_episode(Path(args.model), args.first_seed + i, mode=Mode(args.mode),
-                                    profile=args.profile, copy_bias=args.copy_bias))
+                                    profile=args.profile, copy_bias=args.copy_bias,
+                                    copy_text=args.copy_text, n_threads=args.threads))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)

@@ -154,3 +154,85 @@ def test_a_call_may_not_close_inside_an_open_string():
     assert bias.apply(zeros, 'current_time(timezone="Saigon"')[end] == 0.0
     assert bias.apply(zeros, 'current_time(timezone="Saigon")')[end] == 0.0
     assert bias.apply(zeros, "current_time(timezone='it\\'s")[end] == -5.0
+
+
+TEXT_TOKENS = [None, "zohedux", ".", "toml", "to", "t", "ml", "txt", " ", "is", "93", "8782", "87", "5", ":"]
+
+
+def lowered_in_text(bias: CopyBias, text: str) -> set[str]:
+    out = bias.apply_text(np.zeros(len(TEXT_TOKENS), dtype=np.float32), text)
+    return {TEXT_TOKENS[int(i)] for i in np.flatnonzero(out < 0)}
+
+
+def test_a_visibly_copied_word_goes_on_as_its_source_does():
+    bias = CopyBias(TEXT_TOKENS, 5.0)
+    bias.learn("how big is zohedux.toml")
+    assert lowered_in_text(bias, "It is zohedux.") == {"txt", "zohedux", "is", "93", "8782", "87", "5", "ml"}
+    assert lowered_in_text(bias, "zohedux.to") == {"toml", "to", "t", "txt", "zohedux", "is", "93", "8782", "87",
+                                                   "5", ".", " ", ":"}  # only "ml" finishes the run
+    assert lowered_in_text(bias, "zohedux.toml") == set()  # a finished copy: what follows is free
+
+
+def test_answer_text_is_free_outside_visible_copies():
+    bias = CopyBias(TEXT_TOKENS, 5.0)
+    bias.learn("how big is zohedux.toml, then 5.87")
+    assert lowered_in_text(bias, "It is t") == set()  # the first run of a word
+    assert lowered_in_text(bias, "It is ") == set()
+    assert lowered_in_text(bias, "5.") == set()  # a one-character run is too short to be a visible copy
+    assert lowered_in_text(bias, "zohedux.txt.") == set()  # already off the sources
+    bias.learn("xzohedux.ml")  # inside a longer word: not an occurrence of "zohedux."
+    assert "ml" in lowered_in_text(bias, "zohedux.")
+    bias.learn("zohedux. is")  # a source where the word ends there: no steering
+    assert lowered_in_text(bias, "zohedux.") == set()
+
+
+def test_numbers_and_times_after_their_separator_are_copied_digit_by_digit():
+    bias = CopyBias(TEXT_TOKENS, 5.0)
+    bias.learn("93.8782 liters")
+    bias.learn("now 11:30:48")
+    assert "5" in lowered_in_text(bias, "That is 93.") and "8782" not in lowered_in_text(bias, "That is 93.")
+    assert "87" not in lowered_in_text(bias, "93.")
+    bias.reset()
+    assert lowered_in_text(bias, "93.") == set()
+
+
+def test_the_engine_steers_the_answer_only_when_asked(tmp_path, make_engine):
+    """The real engine on the tiny model, writing a scripted answer: after ``notes.`` (copied from the
+    request ``notes.md``), ``t`` is lowered by the strength and ``m`` is not; with ``copy_text`` off,
+    neither is."""
+    from asynclm.core.policy import ScriptedPolicy
+
+    class Recording(ScriptedPolicy):
+        def __init__(self, turns):
+            super().__init__(turns)
+            self.seen: list[np.ndarray] = []
+            self.written: list[int] = []
+
+        def choose(self, logits, banned):
+            self.seen.append(np.array(logits, copy=True))
+            return super().choose(logits, banned)
+
+        def accept(self, token):
+            self.written.append(token)
+            super().accept(token)
+
+    def logits_after(copy_text: bool, prefix: str) -> np.ndarray:
+        policy = Recording(["It is in notes.md now."])
+        engine, _ = make_engine(policy=policy, config=EngineConfig(copy_bias=5.0, copy_text=copy_text))
+        assert engine.ask("where is it? notes.md", timeout=30)
+        text = ""
+        for i, token in enumerate(policy.written):
+            if text.endswith(prefix):
+                return policy.seen[i], engine.backend
+            text += engine.backend.piece(token).decode()
+        raise AssertionError(f"the script never wrote {prefix!r}")
+
+    steered, backend = logits_after(True, "notes.")
+    plain, _ = logits_after(False, "notes.")
+    t, m = backend.tokenize("t")[0], backend.tokenize("m")[0]
+    assert steered[t] == pytest.approx(plain[t] - 5.0)
+    assert steered[m] == pytest.approx(plain[m])
+    space = backend.tokenize(" ")[0]
+    steered, _ = logits_after(True, "notes.m")
+    plain, _ = logits_after(False, "notes.m")
+    assert steered[space] == pytest.approx(plain[space] - 5.0)  # "m" alone is not the source's run

@@ -5,10 +5,10 @@ import threading
 import pytest
 
 from asynclm.core import events as ev
-from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode
+from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating
 from asynclm.core.cml import Marker
 from asynclm.core.interrupts import Interrupt
-from conftest import make_test_tools
+from conftest import make_test_tools, prose
 
 THREE_WAITS = (
     "On it.[CALL] a [HEAD] wait(seconds=0.3) [END][CALL] b [HEAD] wait(seconds=0.3) [END]"
@@ -165,7 +165,7 @@ def test_injection_appends_to_the_kv_cache_without_reevaluating_the_prefix(make_
 
 
 def test_stop_mid_answer_ends_within_one_token_and_keeps_the_partial_reply(make_engine):
-    text = "word " * 400
+    text = prose(400)
     engine, log = make_engine([f"[CALL] w [HEAD] wait(seconds=30) [END]{text}", "After stop."])
     reached = threading.Event()
     log.hooks.append(lambda e: reached.set() if isinstance(e, ev.TokenGenerated)
@@ -197,7 +197,7 @@ def test_stop_while_trapped_returns_promptly(make_engine):
 
 
 def test_user_interrupt_mid_answer_enters_at_the_next_safe_point(make_engine):
-    text = "tick " * 150
+    text = prose(150, "tick")
     engine, log = make_engine([text], reactions={"user": "[CALL] p [HEAD] echo(text=\"Paris\") [END]Paris added."})
     sent = threading.Event()
 
@@ -344,7 +344,7 @@ def test_concurrency_is_bounded(make_engine):
 
 
 def test_a_full_context_ends_the_turn_with_a_notice_and_the_session_goes_on(make_engine):
-    engine, log = make_engine(["filler " * 300, "fresh start"], n_ctx=1024)
+    engine, log = make_engine([prose(300, "filler"), "fresh start"], n_ctx=1024)
     assert engine.ask("go", timeout=10)
     end = log.first(ev.TurnEnded)
     assert end.reason == "context_full" and end.text.startswith("filler")
@@ -387,3 +387,32 @@ def test_sampled_output_never_breaks_the_protocol(make_engine, tiny_model):
             assert tok not in (ids[Marker.CALL], ids[Marker.TRAP], ids[Marker.HEAD])
             state = "out" if tok == ids[Marker.END] else state
     assert log.of(ev.CallRejected) or log.of(ev.TrapEntered), "markers were sampled and handled"
+
+
+def test_a_piece_written_eight_times_in_a_row_is_a_loop():
+    assert repeating("So: " + "walse " * 8) == "walse "
+    assert repeating("done: " * 9) == "done: "
+    assert repeating("walse " * 7) == ""
+    assert repeating("." * 60 + "-" * 40) == ""  # no letter: a rule, not a loop
+    assert repeating("x" * 3) == ""
+
+
+def test_a_looping_answer_is_ended_with_a_notice_and_the_session_goes_on(make_engine):
+    engine, log = make_engine(["Here: " + "walse " * 12 + "done.", "Fine now."])
+    assert engine.ask("go", timeout=10)
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "repetition"
+    assert end.text == "Here:" + " walse" * 8  # cut at the eighth time, before the script's end
+    assert any("repeating itself ('walse walse walse' ...)" in n.message for n in log.of(ev.Notice))
+    assert engine.ask("and now?", timeout=10)
+    assert log.of(ev.TurnEnded)[-1].reason == "done" and log.of(ev.TurnEnded)[-1].text == "Fine now."
+
+
+def test_a_loop_while_calls_run_waits_for_them_instead(make_engine):
+    """What the loop waits for enters the context (which may break it), and the answer goes on."""
+    engine, log = make_engine(["[CALL] e [HEAD] echo(text='hi', delay=0.3) [END]" + "walse " * 10 + "ok."])
+    assert engine.ask("go", timeout=10)
+    assert log.first(ev.TrapEntered).reason == "repetition"
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "done" and end.text == "walse " * 10 + "ok."
+    assert log.first(ev.InterruptInjected, sources=("e",)).t < end.t

@@ -8,6 +8,7 @@ import time
 
 from asynclm.core import events as ev
 from asynclm.core.transcript import TranscriptWriter, read_transcript
+from conftest import prose
 
 
 def test_engine_events_are_appended_as_json_lines(make_engine, tmp_path):
@@ -63,7 +64,7 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
 
     path = tmp_path / "s.jsonl"
     first, log1 = make_engine(["Hello.[CALL] c [HEAD] calculator(expression=\"6*7\") [END][TRAP] [END]42.",
-                               "[CALL] w [HEAD] wait(seconds=30) [END]" + "long " * 2000], start=False)
+                               "[CALL] w [HEAD] wait(seconds=30) [END]" + prose(2000, "long ")], start=False)
     writer = TranscriptWriter(path)
     first.subscribe(writer)
     first.start()

@@ -11,7 +11,7 @@ from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
 from asynclm.tui.app import ChatApp
 from asynclm.tui.widgets import PromptArea, ToolPane
-from conftest import make_test_tools
+from conftest import make_test_tools, prose
 
 
 def make_app(tiny_model, turns, tmp_path, reactions=None):
@@ -75,7 +75,7 @@ def test_three_parallel_calls_show_three_panes_that_end_done(tiny_model, tmp_pat
 
 def test_typing_and_enter_mid_answer_injects_a_user_interrupt(tiny_model, tmp_path):
     async def go():
-        app = make_app(tiny_model, ["Starting. [CALL] w [HEAD] wait(seconds=4) [END]" + "word " * 100
+        app = make_app(tiny_model, ["Starting. [CALL] w [HEAD] wait(seconds=4) [END]" + prose(100)
                                     + "[TRAP] [END] finished."], tmp_path,
                        reactions={"user": "[CALL] p [HEAD] echo(text=\"Paris\") [END]Adding Paris. "})
         async with app.run_test(size=(140, 45)) as pilot:
@@ -93,7 +93,7 @@ def test_typing_and_enter_mid_answer_injects_a_user_interrupt(tiny_model, tmp_pa
     asyncio.run(go())
 
 
-LONG = "[CALL] w [HEAD] wait(seconds=30) [END]" + "going on " * 4000  # a long answer beside a long call
+LONG = "[CALL] w [HEAD] wait(seconds=30) [END]" + prose(4000, "going on ")  # a long answer beside a long call
 
 
 async def answering(pilot, app):
@@ -128,7 +128,7 @@ def test_what_a_turn_leaves_is_exempted_from_later_garbage_collections(tiny_mode
     import gc
 
     async def go():
-        app = make_app(tiny_model, ["word " * 200], tmp_path)
+        app = make_app(tiny_model, [prose(200)], tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
             await until(pilot, lambda: app.engine is not None)
             frozen = gc.get_freeze_count()
@@ -152,7 +152,7 @@ def test_escape_stops_mid_answer_and_keeps_the_partial_reply(tiny_model, tmp_pat
             end = next(e for e in app.events if isinstance(e, ev.TurnEnded))
             assert end.reason == "stopped"
             partial = answer_text(app)
-            assert partial.startswith("going on") and len(partial) < len("going on " * 4000)
+            assert partial.startswith("going on") and len(partial) < len(LONG)
             view = app.turns[1]
             assert view.has_class("-stopped") and "■ stopped" in str(app.query_one(".stopped-marker").render())
             assert app.panes["w"].state == "cancelled"

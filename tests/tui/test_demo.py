@@ -14,6 +14,7 @@ import pytest
 from asynclm.core import events as ev
 from asynclm.core.transcript import read_transcript
 from asynclm.tui.demo import DemoError, builtin_demos, load_demo, parse_demo, play_headless
+from conftest import prose
 
 BUILTIN = [p.stem for p in builtin_demos()]
 
@@ -155,7 +156,7 @@ press = "enter"
 wait_for = "turn_ended"
 count = 2
 '''
-    engine, _ = make_engine(["[CALL] w [HEAD] wait(seconds=30) [END]" + "going on " * 3000, "Short."])
+    engine, _ = make_engine(["[CALL] w [HEAD] wait(seconds=30) [END]" + prose(3000, "going on "), "Short."])
     demo = parse_demo(text, write(tmp_path, text))
     recorder = play_headless(demo, engine, out=io.StringIO(), log=io.StringIO())
     assert [t.reason for t in recorder.turns] == ["stopped", "done"]
