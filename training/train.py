@@ -389,7 +389,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens in a copy row's spans (long spans teach copying sooner: see the model card)")
     p.add_argument("--copy-keep", type=int, default=0, help="copy rows trained beside every later step")
     p.add_argument("--copy-keep-row", type=int, default=512, help="tokens per row of those")
-    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--steps", type=int, default=1150)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--embd", type=int, default=256)
@@ -399,7 +399,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--workers", type=int, default=2, help="processes generating sessions")
     p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--val-every", type=int, default=300)
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true",
