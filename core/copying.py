@@ -203,6 +203,7 @@ class CopyBias:
         return steered
 
     def _lowered_in_word(self, word: str) -> np.ndarray | None:
+        """The tokens to lower after ``word`` (the answer's text since its last space), or None."""
         run = _trailing_run(word)
         head = word[: len(word) - len(run)]
         if not head:
@@ -227,16 +228,13 @@ class CopyBias:
         """The runs that follow the longest copied end of ``head`` in the sources: the empty set when
         no end of it from a run of two or more characters on appears in them, or when a source has no
         run right after it (a word may end there)."""
-        starts = [i for i in range(len(head)) if _kind(head[i]) and (i == 0 or _kind(head[i - 1]) != _kind(head[i]))]
+        starts = [m.start() for m in _RUN.finditer(head) if m.end() - m.start() >= 2]
         for i in starts:
             anchor = head[i:]
-            first = _RUN.match(anchor)
-            if first is None or first.end() < 2:
-                continue
+            end_kind = _kind(anchor[-1])
             found: set[str] = set()
             for source in self._sources:
                 at = source.find(anchor)
-                end_kind = _kind(anchor[-1])
                 while at >= 0:
                     end = at + len(anchor)
                     inside = end_kind and end < len(source) and _kind(source[end]) == end_kind

@@ -69,9 +69,9 @@ class EngineConfig:
 
 
 STOPPED_NOTE = "the user stopped the answer"
-REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
-RECENT_CHARS = 400
 NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
+REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
+RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 
 
 def repeating(text: str, repeats: int = REPEATS) -> str:

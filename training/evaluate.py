@@ -7,7 +7,9 @@ and folder names, search words that never appear in training), builds its folder
 estimates the way training does, and runs one turn: the engine decodes greedily, the executor runs the
 real tools, results enter as interrupts whenever they arrive, and a planned user interrupt is typed
 mid-answer (right after the model has written the calls it was asked for, or at its first trap).
-``--mode`` runs the same episodes in sync or sync-parallel mode instead.
+``--mode`` runs the same episodes in sync or sync-parallel mode instead. ``--copy-bias 8`` steers the
+decoding as the app does for the embedded model (argument values, and the words an answer visibly
+copies; ``--no-copy-text`` leaves the answer alone).
 
 Measures (each over the episodes it applies to):
 
