@@ -372,6 +372,11 @@ class BlockParser:
         return Malformed(f"{atom.value} inside a trap was ignored", atom.value)
 
     @property
+    def call_id(self) -> str:
+        """What the open call block holds between [CALL] and [HEAD] so far."""
+        return "".join(self._id)
+
+    @property
     def body(self) -> str:
         """What the open call block holds after its [HEAD] so far."""
         return "".join(self._body)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from . import events as ev
 from .cml import (
     BlockState, CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload, is_call_id,
@@ -102,6 +104,7 @@ class Engine:
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
         self.copy_bias = None
+        self._id_enders: np.ndarray | None = None  # tokens that end a call id (``_keep_id_open``)
         if config.copy_bias > 0:
             end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
             self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
@@ -367,6 +370,8 @@ class Engine:
                     logits = self.copy_bias.apply(logits, monitor.call_body)
                 elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
                     logits = self.copy_bias.apply_text(logits, recent)
+                elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self._call_ids:
+                    logits = self._keep_id_open(logits, monitor.call_id)
                 token = policy.choose(logits, monitor.banned())
                 if backend.is_eog(token):
                     if self._pending():
@@ -433,6 +438,23 @@ class Engine:
             with self._turn_cond:
                 self._turns_ended += 1
                 self._turn_cond.notify_all()
+
+    def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
+        """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
+        rather than have its call rejected. Only where [HEAD] is one token (the native dialect) and
+        the id has not already ended with a space."""
+        if written[-1:].isspace():
+            return logits
+        if self._id_enders is None:
+            head = self.dialect.marker_tokens(Marker.HEAD)
+            spaces = [t for t in range(self.backend.n_vocab) if not self.backend.is_control(t)
+                      and self.backend.piece(t)[:1].isspace()] if len(head) == 1 else []
+            self._id_enders = np.array(head + spaces if spaces else [], dtype=np.int64)
+        if not self._id_enders.size:
+            return logits
+        logits = logits.copy()
+        logits[self._id_enders] = -np.inf
+        return logits
 
     def _refresh_tool_list(self) -> None:
         """Tell the model when observed latencies have moved the LPT estimates it was given."""

@@ -61,6 +61,11 @@ class Monitor:
         ) and not (self._translate is not None and self._translate.holding)
 
     @property
+    def call_id(self) -> str:
+        """The open call's text between [CALL] and [HEAD] so far (empty elsewhere)."""
+        return self._parser.call_id if self._parser.state is BlockState.CALL_ID else ""
+
+    @property
     def call_body(self) -> str:
         """The open call's text after its [HEAD] so far (empty outside a call body)."""
         return self._parser.body if self._parser.state is BlockState.CALL_BODY else ""

@@ -2,6 +2,8 @@
 
 import threading
 
+import numpy as np
+
 import pytest
 
 from asynclm.core import events as ev
@@ -416,3 +418,43 @@ def test_a_loop_while_calls_run_waits_for_them_instead(make_engine):
     end = log.first(ev.TurnEnded)
     assert end.reason == "done" and end.text == "walse " * 10 + "ok."
     assert log.first(ev.InterruptInjected, sources=("e",)).t < end.t
+
+
+def test_an_id_the_session_has_used_cannot_end_so_the_model_writes_on(make_engine):
+    """After call ``a`` ran, a second ``[CALL] a`` may not reach [HEAD] or a space: the model's
+    choice is steered to a new id (``ab``) instead of a rejected call."""
+    from asynclm.core.policy import ScriptedPolicy
+
+    class Recording(ScriptedPolicy):
+        def __init__(self, turns):
+            super().__init__(turns)
+            self.seen: list[tuple[list[int], np.ndarray]] = []  # (tokens written before, logits)
+            self.written: list[int] = []
+
+        def choose(self, logits, banned):
+            self.seen.append((list(self.written), np.array(logits, copy=True)))
+            return super().choose(logits, banned)
+
+        def accept(self, token):
+            self.written.append(token)
+            super().accept(token)
+
+    first, second = "[CALL] a [HEAD] echo(text='x') [END]", "[CALL] ab [HEAD] echo(text='y') [END]"
+    policy = Recording([first, second])
+    engine, log = make_engine(policy=policy)
+    head, call = engine.dialect.marker_tokens(Marker.HEAD)[0], engine.dialect.marker_tokens(Marker.CALL)[0]
+    space, a = engine.backend.tokenize(" ")[0], engine.backend.tokenize("a")[0]
+
+    def after_call_a(turn_start: int) -> np.ndarray:
+        return next(logits for before, logits in policy.seen if len(before) > turn_start
+                    and before[-3:] == [call, space, a])
+
+    assert engine.ask("one", timeout=10)
+    at_first = after_call_a(0)
+    assert at_first[head] > -np.inf and at_first[space] > -np.inf
+    n = len(policy.written)
+    assert engine.ask("two", timeout=10)
+    at_second = after_call_a(n)
+    assert at_second[head] == -np.inf and at_second[space] == -np.inf
+    assert np.isfinite(at_second[engine.backend.tokenize("b")[0]])
+    assert [e.call_id for e in log.of(ev.CallStarted)] == ["a", "ab"] and not log.of(ev.CallRejected)
