@@ -182,11 +182,7 @@ class CopyBias:
             lowered = self._cache[run] = self._lowered(run)
         if lowered is None:
             return steered
-        n = min(len(lowered), len(logits))
-        if steered is logits:
-            steered = logits.copy()
-        steered[:n][lowered[:n]] -= self.strength
-        return steered
+        return self._take(lowered, logits, steered)
 
     def apply_text(self, logits: np.ndarray, text: str) -> np.ndarray:
         """``logits`` steered for the next token of answer text that so far ends with ``text``: a
@@ -197,8 +193,14 @@ class CopyBias:
         lowered = self._text_cache[word]
         if lowered is None:
             return logits
+        return self._take(lowered, logits)
+
+    def _take(self, lowered: np.ndarray, logits: np.ndarray, steered: np.ndarray | None = None) -> np.ndarray:
+        """``steered`` (a copy of ``logits`` when it is none yet) with ``strength`` taken from the
+        ``lowered`` tokens."""
+        if steered is None or steered is logits:
+            steered = logits.copy()
         n = min(len(lowered), len(logits))
-        steered = logits.copy()
         steered[:n][lowered[:n]] -= self.strength
         return steered
 

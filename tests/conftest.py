@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pytest
 
 from asynclm.core import events as ev
@@ -174,3 +175,21 @@ def prose(n: int, stem: str = "word") -> str:
     """``n`` numbered words (``word0 word1 ...``): a long scripted answer that is not a loop, which
     the engine would cut short (``core.engine.repeating``)."""
     return "".join(f"{stem}{i} " for i in range(n))
+
+
+class RecordingPolicy(ScriptedPolicy):
+    """A scripted policy that keeps, for every token it chose, the tokens written before it and the
+    logits it was given (what the engine's steering did to them)."""
+
+    def __init__(self, turns: Iterable[str]) -> None:
+        super().__init__(turns)
+        self.seen: list[tuple[list[int], np.ndarray]] = []
+        self.written: list[int] = []
+
+    def choose(self, logits, banned):
+        self.seen.append((list(self.written), np.array(logits, copy=True)))
+        return super().choose(logits, banned)
+
+    def accept(self, token: int) -> None:
+        self.written.append(token)
+        super().accept(token)

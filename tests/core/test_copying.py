@@ -15,6 +15,7 @@ from asynclm.core.engine import Engine, EngineConfig
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.sampling import GREEDY
 from asynclm.tools.builtins import default_registry
+from conftest import RecordingPolicy
 
 TEXTS = [None, "Sai", "gon", "Saigon", "S", "a", "i", "g", "o", "n", "Tok", "yo", "5", "3", "1", "8", "9",
          "0", "*", '"', "'", ")", " ", ",", "ci", "ty", "x", "True", "=", "/"]
@@ -200,31 +201,13 @@ def test_the_engine_steers_the_answer_only_when_asked(tmp_path, make_engine):
     """The real engine on the tiny model, writing a scripted answer: after ``notes.`` (copied from the
     request ``notes.md``), ``t`` is lowered by the strength and ``m`` is not; with ``copy_text`` off,
     neither is."""
-    from asynclm.core.policy import ScriptedPolicy
-
-    class Recording(ScriptedPolicy):
-        def __init__(self, turns):
-            super().__init__(turns)
-            self.seen: list[np.ndarray] = []
-            self.written: list[int] = []
-
-        def choose(self, logits, banned):
-            self.seen.append(np.array(logits, copy=True))
-            return super().choose(logits, banned)
-
-        def accept(self, token):
-            self.written.append(token)
-            super().accept(token)
-
     def logits_after(copy_text: bool, prefix: str) -> np.ndarray:
-        policy = Recording(["It is in notes.md now."])
+        policy = RecordingPolicy(["It is in notes.md now."])
         engine, _ = make_engine(policy=policy, config=EngineConfig(copy_bias=5.0, copy_text=copy_text))
         assert engine.ask("where is it? notes.md", timeout=30)
-        text = ""
-        for i, token in enumerate(policy.written):
-            if text.endswith(prefix):
-                return policy.seen[i], engine.backend
-            text += engine.backend.piece(token).decode()
+        for before, logits in policy.seen:
+            if engine.backend.detokenize(before).endswith(prefix):
+                return logits, engine.backend
         raise AssertionError(f"the script never wrote {prefix!r}")
 
     steered, backend = logits_after(True, "notes.")

@@ -10,7 +10,7 @@ from asynclm.core import events as ev
 from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating
 from asynclm.core.cml import Marker
 from asynclm.core.interrupts import Interrupt
-from conftest import make_test_tools, prose
+from conftest import RecordingPolicy, make_test_tools, prose
 
 THREE_WAITS = (
     "On it.[CALL] a [HEAD] wait(seconds=0.3) [END][CALL] b [HEAD] wait(seconds=0.3) [END]"
@@ -423,24 +423,8 @@ def test_a_loop_while_calls_run_waits_for_them_instead(make_engine):
 def test_an_id_the_session_has_used_cannot_end_so_the_model_writes_on(make_engine):
     """After call ``a`` ran, a second ``[CALL] a`` may not reach [HEAD] or a space: the model's
     choice is steered to a new id (``ab``) instead of a rejected call."""
-    from asynclm.core.policy import ScriptedPolicy
-
-    class Recording(ScriptedPolicy):
-        def __init__(self, turns):
-            super().__init__(turns)
-            self.seen: list[tuple[list[int], np.ndarray]] = []  # (tokens written before, logits)
-            self.written: list[int] = []
-
-        def choose(self, logits, banned):
-            self.seen.append((list(self.written), np.array(logits, copy=True)))
-            return super().choose(logits, banned)
-
-        def accept(self, token):
-            self.written.append(token)
-            super().accept(token)
-
     first, second = "[CALL] a [HEAD] echo(text='x') [END]", "[CALL] ab [HEAD] echo(text='y') [END]"
-    policy = Recording([first, second])
+    policy = RecordingPolicy([first, second])
     engine, log = make_engine(policy=policy)
     head, call = engine.dialect.marker_tokens(Marker.HEAD)[0], engine.dialect.marker_tokens(Marker.CALL)[0]
     space, a = engine.backend.tokenize(" ")[0], engine.backend.tokenize("a")[0]
