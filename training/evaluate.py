@@ -6,7 +6,8 @@ Each episode draws a request from a held-out seed with held-out entity values (c
 and folder names, search words that never appear in training), builds its folder tree, gives the tools
 estimates the way training does, and runs one turn: the engine decodes greedily, the executor runs the
 real tools, results enter as interrupts whenever they arrive, and a planned user interrupt is typed
-mid-answer (right after the model has written the calls it was asked for, or at its first trap).
+mid-answer: right after the model has written as many calls as it was asked for, or when it writes
+text after fewer (it has written the calls it means to), or at its first trap.
 ``--mode`` runs the same episodes in sync or sync-parallel mode instead. ``--copy-bias 8`` steers the
 decoding as the app does for the embedded model (argument values, and the words an answer visibly
 copies; ``--no-copy-text`` leaves the answer alone).
@@ -40,6 +41,7 @@ from asynclm.core import events as ev
 from asynclm.core.cml import Ref, parse_call
 from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
+from asynclm.core.policy import Policy
 from asynclm.core.sampling import GREEDY
 
 from asynclm.tools.registry import Registry
@@ -111,6 +113,7 @@ class Episode:
     errors_honest: bool = True
     tokens_per_second: float = 0.0
     generated: int = 0
+    user_sent: bool = False  # the planned message was typed (it is not when the turn ended first)
 
     @property
     def valid(self) -> bool:
@@ -133,7 +136,8 @@ class Episode:
 
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
-                copy_text: bool = True, n_threads: int = 2) -> Episode:
+                copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None) -> Episode:
+    """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes)."""
     shape = PROFILES[profile]
     rng = random.Random(seed)
     runner = ToolRunner(rng, heldout=True)
@@ -150,15 +154,16 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
         config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text)
-        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads)
+        return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads,
+                      policy)
     finally:
         runner.close()
 
 
 def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: int, n_ctx: int,
-           timeout: float, config: EngineConfig, n_threads: int = 2) -> Episode:
+           timeout: float, config: EngineConfig, n_threads: int = 2, policy: Policy | None = None) -> Episode:
     backend = LlamaBackend(model, n_ctx=n_ctx, n_threads=n_threads)
-    engine = Engine(backend, registry, config=config, sampling=GREEDY)
+    engine = Engine(backend, registry, policy=policy, config=config, sampling=GREEDY)
     by_id: dict[str, str] = {}
     order: list[str] = []  # tool names of calls in the order written
     results: dict[str, ev.Event] = {}
@@ -169,7 +174,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
 
     def send_user() -> None:
         if turn.user_interrupt and not state["user_sent"]:
-            state["user_sent"] = True
+            state["user_sent"] = episode.user_sent = True
             engine.interrupt("user", turn.user_interrupt)
 
     def sink(e: ev.Event) -> None:
@@ -200,6 +205,8 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
                 episode.rejected.append(e.message)
             elif isinstance(e, ev.TrapEntered) and e.reason in ("trap", "end-of-sequence"):
                 send_user()  # the model's own wait (not a sync mode's), so every mode gets the same task
+            elif isinstance(e, ev.TokenGenerated) and state["calls"] and not e.in_block and e.text.strip():
+                send_user()  # text after its calls: the model has written the calls it means to
             elif isinstance(e, (ev.CallFinished, ev.CallFailed)):
                 results[e.call_id] = e
             elif isinstance(e, ev.Stats):
@@ -274,6 +281,7 @@ def summarise(episodes: list[Episode]) -> dict[str, Any]:
         "lpt_order": rate([e.lpt_ok for e in episodes if e.lpt_applicable]),
         "every_result_value": rate([not e.values_missing for e in with_values]),
         "user_interrupts_acted_on": rate([e.acted_on_user for e in with_user]),
+        "user_interrupts_typed": rate([e.user_sent for e in with_user]),
         "errors_reported_honestly": rate([e.errors_honest for e in with_errors]),
         "fully_correct": rate([e.fully_correct for e in episodes]),
         "calls_written_right": {"rate": round(right / written, 4) if written else None, "n": written},

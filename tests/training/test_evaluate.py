@@ -32,3 +32,20 @@ def test_the_summary_counts_each_asked_for_call_once_and_splits_exact_calls_by_r
     # the repeated call is right once: 2 of 3 written calls were asked for
     assert summary["calls_written_right"] == {"rate": 0.6667, "n": 3}
     assert summary["exact_by_request_size"] == {"1": {"rate": 1.0, "n": 1}, "2": {"rate": 0.0, "n": 1}}
+
+
+def test_the_planned_message_is_typed_when_the_model_writes_text_after_fewer_calls_than_asked(tiny_model):
+    # Seed 13 asks for four things and plans "and 80 GB in MiB" mid-answer. This script writes one call
+    # and goes on talking: the message must enter while it talks (the model has written the calls it
+    # means to), not only at its end, where a turn with nothing pending would never see it.
+    from asynclm.core.policy import ScriptedPolicy
+
+    script = ScriptedPolicy(
+        ['[CALL] c1 [HEAD] current_time(timezone="Winnipeg") [END] Checking. One two three four five six.'],
+        reactions={"user": ' Got it.[CALL] c2 [HEAD] convert_units(value=80, from_unit="GB", to_unit="MiB") [END]'})
+    episode = run_episode(tiny_model, HELDOUT_EVAL_BASE + 13, timeout=60, policy=script)
+    assert episode.user_interrupt == "and 80 GB in MiB"
+    assert episode.user_sent
+    assert episode.written_after_user == ["convert_units(from_unit='GB', to_unit='MiB', value=80)"]
+    assert episode.acted_on_user
+    assert episode.answer.index("Got it.") < episode.answer.index("six.")
