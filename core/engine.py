@@ -77,11 +77,19 @@ RECENT_CHARS = 400  # how much of the model's latest text the loop check and the
 
 
 def repeating(text: str, repeats: int = REPEATS) -> str:
-    """The piece of 2-40 characters, holding a letter, that ``text`` ends with ``repeats`` times in a
-    row (``walse walse walse ...``: a small model's loop), or ""."""
+    """The piece of 2-40 characters that ``text`` ends with ``repeats`` times in a row when it holds a
+    letter (``walse walse walse ...``: a small model's loop), or twice as many times when it holds
+    digits and no letter (``646464...``: longer than any number a float prints), or "". A piece of one
+    character over and over (``-----``, the zeros of ``10**40``) is never a loop."""
     for size in range(2, min(40, len(text) // repeats) + 1):
         unit = text[-size:]
-        if text.endswith(unit * repeats) and any(ch.isalpha() for ch in unit):
+        if any(ch.isalpha() for ch in unit):
+            times = repeats
+        elif any(ch.isdigit() for ch in unit) and len(set(unit)) > 1:
+            times = 2 * repeats
+        else:
+            continue
+        if text.endswith(unit * times):
             return unit
     return ""
 

@@ -397,6 +397,10 @@ def test_a_piece_written_eight_times_in_a_row_is_a_loop():
     assert repeating("walse " * 7) == ""
     assert repeating("." * 60 + "-" * 40) == ""  # no letter: a rule, not a loop
     assert repeating("x" * 3) == ""
+    assert repeating("= " + "64" * 16) == "64"  # digits alone: twice as many times
+    assert repeating("= " + "64" * 15) == ""
+    assert repeating(str(1 / 11) + " and " + str(2 ** 200)) == ""  # what a calculator prints
+    assert repeating(str(10 ** 40)) == "" and repeating("=-" * 40) == ""
 
 
 def test_a_looping_answer_is_ended_with_a_notice_and_the_session_goes_on(make_engine):
