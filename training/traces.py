@@ -659,7 +659,6 @@ class Simulator:
         pending: dict[str, float] = {}  # call id -> finish time
         calls: dict[str, Call] = {}
         tasks_of: dict[str, Task] = {}
-        superseded: set[str] = set()
         used: list[Call] = []
         summarised = 0
         actions: list[tuple[str, Any]] = []
@@ -696,8 +695,6 @@ class Simulator:
                     for task in turn.interrupt_tasks:
                         for c in task.calls:
                             tasks_of[id(c)] = task
-                        if task.replaces:
-                            superseded.add(task.replaces)
                     change = next((task for task in turn.interrupt_tasks if task.replaces), None)
                     ack = (self.rng.choice(ACKS_CHANGE).format(new=change.subject) if change
                            else self.rng.choice(ACKS_ADD))
@@ -708,8 +705,7 @@ class Simulator:
                 del pending[cid]
                 call = calls[cid]
                 self.engine(Marker.INTR, f" {cid} ", Marker.HEAD, f" {call.payload} ", Marker.END)
-                if cid in superseded:
-                    continue
+                # every result is reported, a changed one's too: it is news the user may still want
                 used.append(call)
                 actions.append(("text", result_sentence(self.rng, call, tasks_of[id(call)])))
 
@@ -748,10 +744,9 @@ class Simulator:
                 t = max(t, wake)
                 deliver()
                 continue
-            fresh = [c for c in used if c.call_id not in superseded]
-            if len(fresh) >= 2 and summarised < len(used):
+            if len(used) >= 2 and summarised < len(used):
                 summarised = len(used)
-                facts = "; ".join(summary_fact(c) for c in fresh)
+                facts = "; ".join(summary_fact(c) for c in used)
                 actions.append(("text", self.rng.choice(["In short: ", "Summary: ", "So: "]) + facts + "."))
                 continue
             self.model(EOS)
