@@ -73,6 +73,8 @@ class EngineConfig:
 STOPPED_NOTE = "the user stopped the answer"
 NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
 REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
+# answers the engine or the user ended before the model did; the context closes them as finished ones
+CUT_SHORT = ("stopped", "repetition", "length")
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 
 
@@ -203,7 +205,8 @@ class Engine:
                 self.queue.put(Interrupt(q.source, q.payload, q.kind))
         last_end = next((e for e in reversed(events[start:]) if isinstance(e, ev.TurnEnded)), None)
         # A finished answer is followed by the end-of-sequence token, evaluated when the next turn opens.
-        self._prefix = self.dialect.turn_separator() if last_end is not None and last_end.reason == "done" else []
+        ended = last_end is not None and (last_end.reason == "done" or last_end.reason in CUT_SHORT)
+        self._prefix = self.dialect.turn_separator() if ended else []
         self._tools_text = session.tools
         self._restore = (tokens, path)
 
@@ -258,8 +261,11 @@ class Engine:
         kind = source if source in ("user", "system") else "result"
         self._queue(Interrupt(source, text, kind))
 
-    def _queue(self, interrupt: Interrupt) -> None:
-        self.queue.put(interrupt)
+    def _queue(self, interrupt: Interrupt, front: bool = False) -> None:
+        if front:
+            self.queue.put_front([interrupt])
+        else:
+            self.queue.put(interrupt)
         self._emit(ev.InterruptQueued(source=interrupt.source, kind=interrupt.kind,
                                       payload=interrupt.payload))
 
@@ -435,6 +441,8 @@ class Engine:
                 answer.extend(tail)
             if reason != "done":
                 self._abort(monitor, reason)
+            if reason in CUT_SHORT:  # the answer is over: the next turn opens as after a finished one
+                self._prefix = self.dialect.turn_separator()
             self._emit(ev.Stats(
                 generated=generated, injected=self._injected, decode_seconds=decode_seconds,
                 tokens_per_second=generated / decode_seconds if decode_seconds > 0 else 0.0,
@@ -465,11 +473,12 @@ class Engine:
         return logits
 
     def _refresh_tool_list(self) -> None:
-        """Tell the model when observed latencies have moved the LPT estimates it was given."""
+        """Tell the model when observed latencies have moved the LPT estimates it was given: ahead of
+        what opens the turn, so that the user's words stay the last thing before the answer."""
         current = self.tools.describe()
         if current != self._tools_text:
             self._tools_text = current
-            self._queue(Interrupt("system", f"updated {current}", "system"))
+            self._queue(Interrupt("system", f"updated {current}", "system"), front=True)
 
     # --- injection and waiting ----------------------------------------------------------------
 

@@ -32,7 +32,8 @@ class InterruptQueue:
             self._cond.notify_all()
 
     def put_front(self, interrupts: list[Interrupt]) -> None:
-        """Return drained interrupts that could not be injected, keeping their order."""
+        """Put interrupts ahead of those waiting, keeping their order (drained ones that could not be
+        injected, or a note that must precede what opens a turn)."""
         with self._cond:
             self._items[:0] = interrupts
             self._cond.notify_all()

@@ -186,7 +186,22 @@ def test_stop_mid_answer_ends_within_one_token_and_keeps_the_partial_reply(make_
     opening = log.of(ev.InterruptInjected)[-1]
     assert "[INTR] w [HEAD] cancelled [END]" in opening.text
     assert STOPPED_NOTE in opening.text and opening.sources[-1] == "user"
+    # The stopped answer is closed as a finished one is (end-of-sequence): the next message opens a
+    # new turn rather than entering the old answer, where a model would take it as an addition.
+    prefix = [e for e in log.of(ev.ContextExtended) if e.reason == "turn-prefix"][-1]
+    assert list(prefix.tokens) == engine.dialect.turn_separator() == [engine.backend.eos]
     assert log.answer(turn=2) == "After stop."
+
+
+def test_an_updated_tool_list_enters_ahead_of_the_next_message(make_engine):
+    """Observed latencies move the estimates; the model is told before the user's words, which stay
+    the last thing it reads before answering."""
+    engine, log = make_engine(['[CALL] e [HEAD] echo(text="a", delay=0.5) [END][TRAP] [END]Done.', "Again."])
+    assert engine.ask("go", timeout=10)
+    assert engine.ask("next", timeout=10)
+    opening = log.of(ev.InterruptInjected)[-1]
+    assert opening.sources == ("system", "user")
+    assert opening.text.index("updated tools:") < opening.text.index("[INTR] user [HEAD] next")
 
 
 def test_stop_while_trapped_returns_promptly(make_engine):
