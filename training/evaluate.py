@@ -21,6 +21,10 @@ Measures (each over the episodes it applies to):
 - every result value: the answer text contains the key values of every result it should use;
 - user interrupts acted on: the calls a mid-answer message asked for were written after it;
 - errors reported honestly: a failed call is reported as a failure ("couldn't", "failed", ...).
+
+``--second-turns`` measures later turns instead: each session answers one held-out request with calls
+(``--stop-first``: stops that answer at its first words after its calls, as Esc does), then a second
+request, and reports how many second requests got exactly the calls they ask for.
 """
 
 from __future__ import annotations
@@ -134,20 +138,25 @@ class Episode:
                 and (self.user_interrupt is None or self.acted_on_user))
 
 
+def _held_out(seed: int, shape=PROFILES["full"]):
+    """An episode's draws, as training draws a session's: its tools on a held-out folder tree, their
+    estimates (set on the tools, as the tool list will show them) and a planner of held-out requests."""
+    rng = random.Random(seed)
+    runner = ToolRunner(rng, heldout=True)
+    estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0))) for tool in runner.registry}
+    registry = runner.registry if shape.tools is None else Registry(
+        [t for t in runner.registry if t.name in shape.tools])
+    tools_text(registry, estimates)
+    return rng, runner, estimates, registry, Planner(rng, True, runner.tree, shape.kinds)
+
+
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
                 copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None) -> Episode:
     """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes)."""
     shape = PROFILES[profile]
-    rng = random.Random(seed)
-    runner = ToolRunner(rng, heldout=True)
+    rng, runner, estimates, registry, planner = _held_out(seed, shape)
     try:
-        estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
-                     for tool in runner.registry}
-        registry = runner.registry if shape.tools is None else Registry(
-            [t for t in runner.registry if t.name in shape.tools])
-        tools_text(registry, estimates)  # the estimates the tool list will show
-        planner = Planner(rng, True, runner.tree, shape.kinds)
         turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts)
         first = [c for t in turn.tasks for c in t.calls]
         later = [c for t in turn.interrupt_tasks for c in t.calls]
@@ -291,6 +300,75 @@ def summarise(episodes: list[Episode]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class SecondTurn:
+    """A second request in the same session, after a first one with calls (answered, or stopped)."""
+
+    seed: int
+    first: str
+    request: str
+    expected: list[str]
+    written: list[str] = field(default_factory=list)
+    answer: str = ""
+    end_reason: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return self.end_reason == "done" and sorted(self.written) == sorted(self.expected)
+
+
+def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias: float = 0.0,
+                    n_threads: int = 2, timeout: float = 60.0, mode: Mode = Mode.ASYNC) -> SecondTurn:
+    """Two held-out requests of the evaluation's kind in one session. The first is answered (or, with
+    ``stop_first``, stopped at its first words after its calls, as a user pressing Esc); then the
+    second is sent, and its calls are compared with the ones it asks for."""
+    rng, runner, _, registry, planner = _held_out(seed)
+    try:
+        first = plan_turn(rng, planner, interrupts=False)
+        second = plan_turn(rng, planner, interrupts=False)
+        result = SecondTurn(seed, first.request, second.request,
+                            expected_calls([c for t in second.tasks for c in t.calls], registry))
+        backend = LlamaBackend(model, n_threads=n_threads)
+        engine = Engine(backend, registry, config=EngineConfig(mode=mode, copy_bias=copy_bias),
+                        sampling=GREEDY)
+        by_id: dict[str, str] = {}
+        state = {"turn": 1, "stopped": False}
+
+        def sink(e: ev.Event) -> None:
+            if state["turn"] == 1:
+                if (stop_first and not state["stopped"] and isinstance(e, ev.TokenGenerated)
+                        and e.text.strip() and not e.in_block and by_id):
+                    state["stopped"] = True
+                    engine.stop()
+                elif isinstance(e, ev.CallDetected):
+                    by_id[e.call_id] = e.call_id
+            elif isinstance(e, ev.CallDetected):
+                try:
+                    expr = parse_call(e.expr)
+                    text = canonical(expr.name, dict(expr.kwargs), registry, by_id)
+                except Exception:  # noqa: BLE001 - an unparsable call is a wrong call
+                    text = "?" + e.expr
+                by_id[e.call_id] = text
+                result.written.append(text)
+            elif isinstance(e, ev.TurnEnded):
+                result.answer, result.end_reason = e.text, e.reason
+
+        engine.subscribe(sink)
+        engine.start()
+        try:
+            engine.ask(first.request, timeout=timeout)
+            state["turn"] = 2
+            if not engine.ask(second.request, timeout=timeout):
+                engine.stop_and_wait(5)
+                result.end_reason = result.end_reason or "timeout"
+        finally:
+            engine.close()
+            backend.close()
+        return result
+    finally:
+        runner.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "asynclm" / "models"
@@ -306,7 +384,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-copy-text", dest="copy_text", action="store_false",
                    help="with --copy-bias: leave the answer text alone (steer call arguments only)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    p.add_argument("--second-turns", action="store_true",
+                   help="measure second requests instead: each episode's session answers one request "
+                        "with calls, then a second, whose calls are compared")
+    p.add_argument("--stop-first", action="store_true",
+                   help="with --second-turns: stop the first answer at its first words after its calls")
     args = p.parse_args(argv)
+    if args.second_turns:
+        turns = [run_second_turn(Path(args.model), args.first_seed + i, args.stop_first, args.copy_bias,
+                                 args.threads, mode=Mode(args.mode)) for i in range(args.episodes)]
+        exact = sum(t.exact for t in turns)
+        summary = {"second_turns": len(turns), "second_turn_exact_calls": round(exact / max(len(turns), 1), 4),
+                   "stopped_first": args.stop_first, "mode": args.mode}
+        print(json.dumps(summary, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps({"summary": summary, "turns": [
+                dict(t.__dict__, exact=t.exact) for t in turns]}, indent=1))
+        return
     episodes = []
     t0 = time.time()
     for i in range(args.episodes):
