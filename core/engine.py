@@ -114,7 +114,7 @@ class Engine:
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
         self.copy_bias = None
-        self._id_enders: np.ndarray | None = None  # tokens that end a call id (``_keep_id_open``)
+        self._id_continuations: np.ndarray | None = None  # tokens that go on with an id (``_keep_id_open``)
         if config.copy_bias > 0:
             end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
             self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
@@ -457,20 +457,23 @@ class Engine:
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
-        rather than have its call rejected. Only where [HEAD] is one token (the native dialect) and
-        the id has not already ended with a space."""
+        rather than have its call rejected. Only letters, digits and underscores may follow, so the id
+        stays an id (a model set on the used one otherwise wrote ``c10*9")...`` until the block ran
+        past its limit). Only where [HEAD] is one token (the native dialect) and the id has not
+        already ended with a space."""
         if written[-1:].isspace():
             return logits
-        if self._id_enders is None:
-            head = self.dialect.marker_tokens(Marker.HEAD)
-            spaces = [t for t in range(self.backend.n_vocab) if not self.backend.is_control(t)
-                      and self.backend.piece(t)[:1].isspace()] if len(head) == 1 else []
-            self._id_enders = np.array(head + spaces if spaces else [], dtype=np.int64)
-        if not self._id_enders.size:
+        if self._id_continuations is None:
+            allowed = np.zeros(self.backend.n_vocab, dtype=bool)
+            if len(self.dialect.marker_tokens(Marker.HEAD)) == 1:
+                for t in range(self.backend.n_vocab):
+                    piece = self.backend.piece(t).decode("utf-8", "replace")
+                    allowed[t] = (not self.backend.is_control(t) and piece.isascii()
+                                  and piece.replace("_", "a").isalnum())
+            self._id_continuations = allowed
+        if not self._id_continuations.any():
             return logits
-        logits = logits.copy()
-        logits[self._id_enders] = -np.inf
-        return logits
+        return np.where(self._id_continuations, logits, -np.inf).astype(logits.dtype, copy=False)
 
     def _refresh_tool_list(self) -> None:
         """Tell the model when observed latencies have moved the LPT estimates it was given: ahead of

@@ -460,4 +460,6 @@ def test_an_id_the_session_has_used_cannot_end_so_the_model_writes_on(make_engin
     at_second = after_call_a(n)
     assert at_second[head] == -np.inf and at_second[space] == -np.inf
     assert np.isfinite(at_second[engine.backend.tokenize("b")[0]])
+    # only what keeps it an id: no operator, quote or bracket
+    assert all(at_second[t] == -np.inf for t in engine.backend.tokenize("*\")("))
     assert [e.call_id for e in log.of(ev.CallStarted)] == ["a", "ab"] and not log.of(ev.CallRejected)
