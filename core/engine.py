@@ -205,7 +205,7 @@ class Engine:
                 self.queue.put(Interrupt(q.source, q.payload, q.kind))
         last_end = next((e for e in reversed(events[start:]) if isinstance(e, ev.TurnEnded)), None)
         # A finished answer is followed by the end-of-sequence token, evaluated when the next turn opens.
-        ended = last_end is not None and (last_end.reason == "done" or last_end.reason in CUT_SHORT)
+        ended = last_end is not None and last_end.reason in ("done", *CUT_SHORT)
         self._prefix = self.dialect.turn_separator() if ended else []
         self._tools_text = session.tools
         self._restore = (tokens, path)

@@ -86,6 +86,8 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
     assert second.ask("again", timeout=10)
     opening = log2.of(ev.InterruptInjected)[0]
     assert "[INTR] w [HEAD] cancelled [END]" in opening.text, "the stop's cancellation still enters"
+    prefix = next(e for e in log2.of(ev.ContextExtended) if e.reason == "turn-prefix")
+    assert list(prefix.tokens) == [second.backend.eos], "the stopped answer is closed as a finished one"
     assert "tools:" not in opening.text, "the tool list is already in the context"
     text = "".join(e.text for e in log2.of(ev.InterruptInjected))
     assert "DuplicateCallId: the id c is already used" in text, "call ids carry over"
