@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -94,6 +95,16 @@ def repeating(text: str, repeats: int = REPEATS) -> str:
         if text.endswith(unit * times):
             return unit
     return ""
+
+
+_ENTRY_END = re.compile(r"(?:(?<=\dms)|(?<=\ds)) \| (?=\w+\()")  # " | " after an estimate, before a tool
+
+
+def tool_estimates(tools_text: str) -> dict[str, str]:
+    """Each tool's shown estimate in a tool list (``tools: f(x: int) ~300ms | g() ~5ms``), in order."""
+    body = tools_text.split(": ", 1)[1] if tools_text.startswith("tools: ") else ""
+    entries = [e for e in _ENTRY_END.split(body) if "(" in e]
+    return {e.split("(", 1)[0]: e.rsplit(" ", 1)[-1] for e in entries}
 
 
 class Engine:
@@ -476,12 +487,21 @@ class Engine:
         return np.where(self._id_continuations, logits, -np.inf).astype(logits.dtype, copy=False)
 
     def _refresh_tool_list(self) -> None:
-        """Tell the model when observed latencies have moved the LPT estimates it was given: ahead of
-        what opens the turn, so that the user's words stay the last thing before the answer."""
+        """Tell the model when observed latencies have moved the LPT estimates it was given, ahead of
+        what opens the turn, so that the user's words stay the last thing before the answer. Only the
+        moved estimates are sent (``updated estimates: wait ~2s | calculator ~12ms``, a tenth of the
+        list's tokens); the whole list again only when the tools themselves changed."""
         current = self.tools.describe()
-        if current != self._tools_text:
-            self._tools_text = current
-            self._queue(Interrupt("system", f"updated {current}", "system"), front=True)
+        if current == self._tools_text:
+            return
+        now, before = tool_estimates(current), tool_estimates(self._tools_text)
+        self._tools_text = current
+        if now.keys() == before.keys():
+            moved = " | ".join(f"{name} {shown}" for name, shown in now.items() if before[name] != shown)
+            note = f"updated estimates: {moved}"
+        else:
+            note = f"updated {current}"
+        self._queue(Interrupt("system", note, "system"), front=True)
 
     # --- injection and waiting ----------------------------------------------------------------
 

@@ -196,12 +196,29 @@ def test_stop_mid_answer_ends_within_one_token_and_keeps_the_partial_reply(make_
 def test_an_updated_tool_list_enters_ahead_of_the_next_message(make_engine):
     """Observed latencies move the estimates; the model is told before the user's words, which stay
     the last thing it reads before answering."""
-    engine, log = make_engine(['[CALL] e [HEAD] echo(text="a", delay=0.5) [END][TRAP] [END]Done.', "Again."])
+    engine, log = make_engine(['[CALL] e [HEAD] echo(text="a", delay=0.5) [END][TRAP] [END]Done.', "Again.",
+                               "Once more."])
     assert engine.ask("go", timeout=10)
     assert engine.ask("next", timeout=10)
     opening = log.of(ev.InterruptInjected)[-1]
     assert opening.sources == ("system", "user")
-    assert opening.text.index("updated tools:") < opening.text.index("[INTR] user [HEAD] next")
+    # only what moved, not the whole list again
+    assert "[INTR] system [HEAD] updated estimates: echo ~" in opening.text and "(" not in opening.text
+    assert opening.text.index("updated estimates:") < opening.text.index("[INTR] user [HEAD] next")
+    # a new tool changes the list itself: the whole list, once
+    engine.tools.add(lambda: "x", name="extra", estimate=0.2)
+    assert engine.ask("and now?", timeout=10)
+    opening = log.of(ev.InterruptInjected)[-1]
+    assert "[INTR] system [HEAD] updated tools: " in opening.text and "extra() ~200ms" in opening.text
+
+
+def test_tool_estimates_reads_each_tools_shown_estimate_in_list_order():
+    from asynclm.core.engine import tool_estimates
+
+    text = ("tools: read_file(path: str, start_line: int | None = None) ~1.5s | f(x: str = 'a | b') ~20ms"
+            " | now() ~5ms")
+    assert tool_estimates(text) == {"read_file": "~1.5s", "f": "~20ms", "now": "~5ms"}
+    assert tool_estimates("tools: none") == {}
 
 
 def test_stop_while_trapped_returns_promptly(make_engine):
