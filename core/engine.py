@@ -69,6 +69,7 @@ class EngineConfig:
     default_timeout: float = 60.0
     copy_bias: float = 0.0  # logits taken from unseen words in argument values (0: off; core.copying)
     copy_text: bool = True  # with copy_bias: steer the answer's visibly copied words too
+    stop_settle: float = 2.0  # seconds a stopped answer waits for its calls to report their cancellation
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -510,8 +511,10 @@ class Engine:
         self.backend.eval(tokens)
         self._emit(ev.ContextExtended(tokens=tuple(tokens), reason=reason))
 
-    def _inject(self, prefix: list[int] | None = None, notify: bool = True, opening: bool = False) -> None:
-        items = self.queue.drain()
+    def _inject(self, prefix: list[int] | None = None, notify: bool = True, opening: bool = False,
+                items: list[Interrupt] | None = None) -> None:
+        """Evaluate what is queued (or ``items``, already drained), after ``prefix``, and report it."""
+        items = self.queue.drain() if items is None else items
         if prefix:
             try:
                 self._extend(prefix, "turn-prefix")
@@ -580,9 +583,30 @@ class Engine:
             self._emit(ev.CallCancelled(call_id=call.call_id, name=call.name, elapsed=0.0))
             self._queue(Interrupt(call.call_id, CANCELLED_PAYLOAD, "cancelled"))
         self._collected.clear()
-        if reason == "stopped":
-            self._queue(Interrupt("system", STOPPED_NOTE, "system"))
         self.executor.cancel_all()
+        if reason == "stopped":
+            self._close_stopped()
+
+    def _close_stopped(self) -> None:
+        """A stopped answer takes in its calls' cancellations and the stop note before it ends, as
+        any answer takes in interrupts, so that the next message opens a turn the way it always does
+        (a model that met them at the head of the next turn took that message for an addition). A
+        call that has not reported within ``stop_settle`` seconds reports in the next turn (all of
+        them, and the note, with ``stop_settle=0``); a message the user has already sent waits for
+        it too."""
+        cancelled = set(self._outstanding)
+        settle = self.config.stop_settle
+        if settle > 0:
+            self.queue.wait(lambda items: cancelled <= {i.source for i in items}, lambda: False, settle)
+        self._queue(Interrupt("system", STOPPED_NOTE, "system"))
+        if settle <= 0:
+            return
+        items = self.queue.drain()
+        self.queue.put_front([i for i in items if i.source == "user"])
+        try:
+            self._inject(items=[i for i in items if i.source != "user"], notify=False)
+        except ContextFull:
+            pass  # they stay queued and open the next turn
 
     # --- calls --------------------------------------------------------------------------------
 

@@ -181,15 +181,17 @@ def test_stop_mid_answer_ends_within_one_token_and_keeps_the_partial_reply(make_
     assert len(log.of(ev.TokenGenerated)) <= n_at_stop + 1
     assert end.text and text.startswith(end.text), "the partial reply is kept"
     assert log.wait_for(lambda e: isinstance(e, ev.CallCancelled) and e.call_id == "w")
-    # The next turn's context records the cancellation and the stop, before the new message.
+    # The stopped answer takes in the cancellation and the stop note before it ends...
+    closing = log.of(ev.InterruptInjected)[-1]
+    assert closing.sources == ("w", "system") and log.index(closing) < log.index(end)
+    assert closing.text == f"[INTR] w [HEAD] cancelled [END][INTR] system [HEAD] {STOPPED_NOTE} [END]"
+    # ... and is closed as a finished one is (end-of-sequence): the next message opens a new turn
+    # the way it always does, rather than entering the old answer, where a model takes it for an
+    # addition.
     assert engine.ask("next", timeout=10)
-    opening = log.of(ev.InterruptInjected)[-1]
-    assert "[INTR] w [HEAD] cancelled [END]" in opening.text
-    assert STOPPED_NOTE in opening.text and opening.sources[-1] == "user"
-    # The stopped answer is closed as a finished one is (end-of-sequence): the next message opens a
-    # new turn rather than entering the old answer, where a model would take it as an addition.
     prefix = [e for e in log.of(ev.ContextExtended) if e.reason == "turn-prefix"][-1]
     assert list(prefix.tokens) == engine.dialect.turn_separator() == [engine.backend.eos]
+    assert log.of(ev.InterruptInjected)[-1].text == "[INTR] user [HEAD] next [END]"
     assert log.answer(turn=2) == "After stop."
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 from asynclm.core import events as ev
+from asynclm.core.engine import EngineConfig
 from asynclm.core.transcript import TranscriptWriter, read_transcript
 from conftest import prose
 
@@ -63,8 +64,10 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
     from asynclm.core.transcript import read_transcript
 
     path = tmp_path / "s.jsonl"
+    # With no time to settle, the stop's cancellation is still queued when the session is saved.
     first, log1 = make_engine(["Hello.[CALL] c [HEAD] calculator(expression=\"6*7\") [END][TRAP] [END]42.",
-                               "[CALL] w [HEAD] wait(seconds=30) [END]" + prose(2000, "long ")], start=False)
+                               "[CALL] w [HEAD] wait(seconds=30) [END]" + prose(2000, "long ")], start=False,
+                              config=EngineConfig(stop_settle=0.0))
     writer = TranscriptWriter(path)
     first.subscribe(writer)
     first.start()
