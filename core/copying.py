@@ -7,8 +7,9 @@ by ``strength`` (in logits), every token that would make the value hold a word o
 appears nowhere in the conversation:
 
 - the value is cut into *runs*: maximal runs of letters and maximal runs of digits;
-- a *source run* is a run of a user message, of a call's result, or a call id (for dataflow
-  references), plus Python's ``True``, ``False`` and ``None``;
+- a *source run* is a run of a user message or of a call's result, plus Python's ``True``,
+  ``False`` and ``None``; a call id's runs are source runs only in a value that is a bare name so far
+  (a dataflow reference), so ``seconds=1`` is not taken for a copy of ``c1``;
 - the run being written must stay the prefix of a source run, and may end only where a source run
   ends;
 - a block may not close (``closers``: the native dialect's ``[END]``) inside an open string: that
@@ -42,6 +43,7 @@ _JOINED = re.compile(r"([^\W\d_]+)([ -])(?=[^\W\d_a-z])")  # a word, then a join
 LITERALS = ("True", "False", "None")
 LITERALS_TEXT = " ".join(LITERALS)
 _WORD_END = re.compile(r"\S*$")
+_ID_VALUE = re.compile(r"\s*(?:[^\W\d]\w*)?$")  # a value written so far as a bare name (or nothing)
 
 
 def _kind(ch: str) -> int:
@@ -121,8 +123,13 @@ class CopyBias:
         self._sources: list[str] = []
         self._text_cache: dict[str, np.ndarray | None] = {}
         self._prefixes: set[str] = set()
+        # runs only call ids hold (the ``1`` of ``c1``): allowed in a value that is itself an id, a
+        # dataflow reference, and nowhere else, so that ``seconds=1`` is not a copy of ``c1``
+        self._id_runs: set[str] = set()
+        self._id_heads: set[str] = set()  # the first run of each id: where a reference begins
+        self._id_prefixes: set[str] = set()
         self._joiners: dict[str, set[str]] = {}  # a word -> how the sources join it to a capitalised word
-        self._cache: dict[str, np.ndarray | None] = {}
+        self._cache: dict[tuple[str, int], np.ndarray | None] = {}  # (open run, how far the value is a name)
         self.reset()
 
     @classmethod
@@ -144,6 +151,9 @@ class CopyBias:
         self._runs.clear()
         self._sources.clear()
         self._prefixes.clear()
+        self._id_runs.clear()
+        self._id_heads.clear()
+        self._id_prefixes.clear()
         self._joiners.clear()
         self._cache.clear()
         self._text_cache.clear()
@@ -164,6 +174,19 @@ class CopyBias:
         if joins or new:
             self._cache.clear()
 
+    def learn_id(self, call_id: str) -> None:
+        """Add a call id, which a later value may name as a dataflow reference."""
+        parts = runs(call_id)
+        new = [r for r in parts if r not in self._id_runs]
+        for r in new:
+            self._id_runs.add(r)
+            self._id_prefixes.update(r[:k] for k in range(1, len(r) + 1))
+        if parts and parts[0] not in self._id_heads:
+            self._id_heads.add(parts[0])
+            new.append(parts[0])
+        if new:
+            self._cache.clear()
+
     def apply(self, logits: np.ndarray, body: str) -> np.ndarray:
         """``logits`` steered for the next token of a call whose body so far is ``body``: a changed
         copy, or the array itself when there is nothing to steer."""
@@ -175,11 +198,16 @@ class CopyBias:
             steered = logits.copy()
             steered[self._closers] -= self.strength
         run = _trailing_run(value)
-        if run and run not in self._prefixes:
+        # a value that is a bare name so far may be a dataflow reference: then the ids' runs count
+        # (only their first runs where nothing is written yet), and nowhere else
+        named = 0 if _ID_VALUE.match(value) is None else 2 if value.strip() else 1
+        if run and run not in self._prefixes and not (named and run in self._id_prefixes):
             return steered  # already off the sources: nothing left to steer toward
-        lowered = self._cache.get(run)
-        if run not in self._cache:
-            lowered = self._cache[run] = self._lowered(run)
+        key = (run, named)
+        lowered = self._cache.get(key)
+        if key not in self._cache:
+            sources = (self._runs, self._runs | self._id_heads, self._runs | self._id_runs)[named]
+            lowered = self._cache[key] = self._lowered(run, sources)
         if lowered is None:
             return steered
         return self._take(lowered, logits, steered)
@@ -250,12 +278,13 @@ class CopyBias:
                 return found
         return set()
 
-    def _lowered(self, run: str) -> np.ndarray | None:
-        """The tokens to lower after ``run`` (the open run of the value, maybe empty)."""
+    def _lowered(self, run: str, sources: set[str]) -> np.ndarray | None:
+        """The tokens to lower after ``run`` (the open run of the value, maybe empty), given the
+        source runs the value may copy."""
         allowed = np.zeros(len(self._texts), dtype=bool)
         kind = _kind(run[0]) if run else 0
-        complete = not run or run in self._runs
-        for source in self._runs:
+        complete = not run or run in sources
+        for source in sources:
             if run and _kind(source[0]) == kind:
                 if source.startswith(run) and len(source) > len(run):
                     self._allow(allowed, source[len(run):])

@@ -204,10 +204,9 @@ class Engine:
             elif isinstance(e, (ev.CallDetected, ev.CallRejected)) and e.call_id:
                 self._call_ids.add(e.call_id)
                 if self.copy_bias is not None:
-                    self.copy_bias.learn(e.call_id)
+                    self.copy_bias.learn_id(e.call_id)
             elif isinstance(e, ev.InterruptQueued) and e.kind != "system" and self.copy_bias is not None:
                 self.copy_bias.learn(e.payload)
-                self.copy_bias.learn(e.source)
             elif isinstance(e, ev.TurnStarted):
                 self.turn = e.turn
         # Results and notices that were queued but never entered (a stop's cancellations) still will;
@@ -536,9 +535,8 @@ class Engine:
         sources = tuple(i.source for i in items)
         if self.copy_bias is not None:
             for item in items:
-                if item.kind != "system":  # user messages and results, under their call ids
+                if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
                     self.copy_bias.learn(item.payload)
-                    self.copy_bias.learn(item.source)
         self._outstanding.difference_update(sources)
         self._injected += len(tokens)
         self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
@@ -638,7 +636,7 @@ class Engine:
             return None
         self._call_ids.add(cid)
         if self.copy_bias is not None:  # a later call may name this one as a dataflow reference
-            self.copy_bias.learn(cid)
+            self.copy_bias.learn_id(cid)
         try:
             expr = parse_call(item.expr)
         except CallSyntaxError as exc:

@@ -107,8 +107,21 @@ def test_keywords_tool_names_and_off_source_runs_are_left_alone():
 def test_call_ids_and_literals_are_sources():
     bias = CopyBias(TEXTS, 5.0)
     assert not lowered(bias, "f(flag=") & ids("True")
-    bias.learn("ci")
+    bias.learn_id("ci")
     assert not lowered(bias, "f(x=") & ids("ci")
+
+
+def test_a_call_ids_digits_are_a_source_only_for_a_reference():
+    """``c1`` is there to be named (``value=c1``); its ``1`` is no copy for ``seconds=1`` when the
+    request said 6 seconds."""
+    bias = CopyBias(TEXTS, 5.0)
+    bias.learn("a timer for 6 seconds, and 5*3")
+    bias.learn_id("x1")
+    assert ids("1") <= lowered(bias, "wait(seconds=")
+    assert not ids("x") & lowered(bias, "f(value=")  # the reference x1 can be written
+    assert not ids("1") & lowered(bias, "f(value=x")
+    bias.learn("x1 is 15")  # a result that holds the number
+    assert not ids("1") & lowered(bias, "wait(seconds=")
 
 
 def test_reset_forgets_the_conversation_and_strength_must_be_positive():
