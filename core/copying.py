@@ -206,7 +206,9 @@ class CopyBias:
         key = (run, named)
         lowered = self._cache.get(key)
         if key not in self._cache:
-            sources = (self._runs, self._runs | self._id_heads, self._runs | self._id_runs)[named]
+            sources = self._runs  # a union only where ids count: built on a cache miss, once per key
+            if named:
+                sources = sources | (self._id_heads if named == 1 else self._id_runs)
             lowered = self._cache[key] = self._lowered(run, sources)
         if lowered is None:
             return steered

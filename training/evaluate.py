@@ -87,6 +87,17 @@ def canonical(name: str, kwargs: dict[str, Any], registry, by_id: dict[str, str]
     return f"{name}({', '.join(parts)})"
 
 
+def written_call(expr_text: str, registry, by_id: dict[str, str]):
+    """A call the model wrote: its parsed expression, its keyword arguments (positional ones bound to
+    the tool's parameters) and its comparable string. Raises when it does not parse."""
+    expr = parse_call(expr_text)
+    tool = registry.get(expr.name)
+    kwargs = dict(expr.kwargs)
+    if expr.args and tool is not None:
+        kwargs.update({p.name: a for p, a in zip(tool.params, expr.args)})
+    return expr, kwargs, canonical(expr.name, kwargs, registry, by_id)
+
+
 def expected_calls(calls: list[Call], registry) -> list[str]:
     by_id: dict[str, str] = {}
     out = []
@@ -190,12 +201,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
         with lock:
             if isinstance(e, ev.CallDetected):
                 try:
-                    expr = parse_call(e.expr)
-                    tool = registry.get(expr.name)
-                    kwargs = dict(expr.kwargs)
-                    if expr.args and tool is not None:
-                        kwargs.update({p.name: a for p, a in zip(tool.params, expr.args)})
-                    text = canonical(expr.name, kwargs, registry, by_id)
+                    expr, kwargs, text = written_call(e.expr, registry, by_id)
                 except Exception as exc:  # noqa: BLE001 - an unparsable call is a finding
                     episode.rejected.append(f"{e.call_id}: {exc}")
                     return
@@ -344,8 +350,7 @@ def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias:
                     by_id[e.call_id] = e.call_id
             elif isinstance(e, ev.CallDetected):
                 try:
-                    expr = parse_call(e.expr)
-                    text = canonical(expr.name, dict(expr.kwargs), registry, by_id)
+                    text = written_call(e.expr, registry, by_id)[2]
                 except Exception:  # noqa: BLE001 - an unparsable call is a wrong call
                     text = "?" + e.expr
                 by_id[e.call_id] = text
