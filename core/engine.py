@@ -77,14 +77,18 @@ NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is
 REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
 # answers the engine or the user ended before the model did; the context closes them as finished ones
 CUT_SHORT = ("stopped", "repetition", "length")
+SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 
 
 def repeating(text: str, repeats: int = REPEATS) -> str:
     """The piece of 2-40 characters that ``text`` ends with ``repeats`` times in a row when it holds a
     letter (``walse walse walse ...``: a small model's loop), or twice as many times when it holds
-    digits and no letter (``646464...``: longer than any number a float prints), or "". A piece of one
-    character over and over (``-----``, the zeros of ``10**40``) is never a loop."""
+    digits and no letter (``646464...``: longer than any number a float prints), or "". One character
+    over and over (``-----``, the zeros of ``10**40``) is a loop only from ``SAME_CHARACTER`` times on
+    (``////...`` ran an answer to the end of the context)."""
+    if len(text) >= SAME_CHARACTER and text[-SAME_CHARACTER:] == text[-1] * SAME_CHARACTER:
+        return text[-1]
     for size in range(2, min(40, len(text) // repeats) + 1):
         unit = text[-size:]
         if any(ch.isalpha() for ch in unit):
@@ -434,7 +438,7 @@ class Engine:
                     if not self._pending():
                         reason = "repetition"
                         self._emit(ev.Notice(level="warning", message=(
-                            f"The model was repeating itself ({(unit * 3).strip()!r} ...); "
+                            f"The model was repeating itself ({((unit * 3).strip() or unit * 3)!r} ...); "
                             "the answer was ended there.")))
                         break
                     self._trap("repetition")  # what it waits for may break the loop

@@ -435,6 +435,8 @@ def test_a_piece_written_eight_times_in_a_row_is_a_loop():
     assert repeating("= " + "64" * 15) == ""
     assert repeating(str(1 / 11) + " and " + str(2 ** 200)) == ""  # what a calculator prints
     assert repeating(str(10 ** 40)) == "" and repeating("=-" * 40) == ""
+    assert repeating(str(10 ** 150)) == "" and repeating("-" * 160) == ""
+    assert repeating("is " + "/" * 200) == "/"  # one character with no end
 
 
 def test_a_looping_answer_is_ended_with_a_notice_and_the_session_goes_on(make_engine):
