@@ -28,7 +28,9 @@ part of the word already written ends with a separator and, from a run of two or
 appears in a source (``zohedux.``, ``93.``, ``11:``, ``Porto-``), the run after it must go on as it
 does in the sources (``zohedux.toml``, not ``zohedux.txt``). Everything else in answers is free: the
 first run of every word, words after spaces, punctuation, and a run the sources do not follow the
-same way.
+same way. Argument values follow this rule too, on top of the run rule above: a file's extension is
+a run the sources hold whenever another file has it (``nax/shopizi.csv`` for the ``nax/shopizi.txt``
+asked for, with ``lum/thainokek.csv`` in the same request).
 """
 
 from __future__ import annotations
@@ -210,6 +212,11 @@ class CopyBias:
             if named:
                 sources = sources | (self._id_heads if named == 1 else self._id_runs)
             lowered = self._cache[key] = self._lowered(run, sources)
+        # and a visibly copied word goes on as its source does (``nax/shopizi.`` then ``txt``, where
+        # the conversation also has ``.csv`` files), as in answers
+        in_word = self._word_lowered(value)
+        if in_word is not None:
+            lowered = in_word if lowered is None else lowered | in_word
         if lowered is None:
             return steered
         return self._take(lowered, logits, steered)
@@ -217,13 +224,16 @@ class CopyBias:
     def apply_text(self, logits: np.ndarray, text: str) -> np.ndarray:
         """``logits`` steered for the next token of answer text that so far ends with ``text``: a
         changed copy, or the array itself when the word being written is not a visible copy."""
-        word = _WORD_END.search(text).group()
-        if word not in self._text_cache:
-            self._text_cache[word] = self._lowered_in_word(word)
-        lowered = self._text_cache[word]
+        lowered = self._word_lowered(text)
         if lowered is None:
             return logits
         return self._take(lowered, logits)
+
+    def _word_lowered(self, text: str) -> np.ndarray | None:
+        word = _WORD_END.search(text).group()
+        if word not in self._text_cache:
+            self._text_cache[word] = self._lowered_in_word(word)
+        return self._text_cache[word]
 
     def _take(self, lowered: np.ndarray, logits: np.ndarray, steered: np.ndarray | None = None) -> np.ndarray:
         """``steered`` (a copy of ``logits`` when it is none yet) with ``strength`` taken from the

@@ -187,6 +187,22 @@ def test_a_visibly_copied_word_goes_on_as_its_source_does():
     assert lowered_in_text(bias, "zohedux.toml") == set()  # a finished copy: what follows is free
 
 
+def test_a_visibly_copied_word_in_a_call_goes_on_as_its_source_does():
+    """The model wrote ``nax/shopizi.csv`` for the ``nax/shopizi.txt`` asked for: ``csv`` was a run
+    the conversation holds (another file's), so the run rule alone let it through."""
+    tokens = TEXT_TOKENS + ['"', "csv"]
+    bias = CopyBias(tokens, 5.0)
+    bias.learn("how big is zohedux.toml, and read data.txt and lum/thainokek.csv")
+
+    def low(body: str) -> set[str]:
+        out = bias.apply(np.zeros(len(tokens), dtype=np.float32), body)
+        return {tokens[int(i)] for i in np.flatnonzero(out < 0)}
+
+    assert {"txt", "csv"} <= low('file_info(path="zohedux.') and not low('file_info(path="zohedux.') & {"toml", "to"}
+    assert "txt" not in low('read_file(path="data.') and "toml" in low('read_file(path="data.')
+    assert not low('read_file(path="') & {"txt", "zohedux"}  # a value's first run: the run rule only
+
+
 def test_answer_text_is_free_outside_visible_copies():
     bias = CopyBias(TEXT_TOKENS, 5.0)
     bias.learn("how big is zohedux.toml, then 5.87")
