@@ -16,7 +16,9 @@ appears nowhere in the conversation:
   call could only fail to parse;
 - a word that the sources join to a capitalised word by a space or a hyphen (``Rio Branco``,
   ``Porto-Novo``) is part of a name: after it, only that joiner or more letters are left unlowered,
-  so the value does not stop at ``Rio`` nor become ``Porto Novo``.
+  so the value does not stop at ``Rio`` nor become ``Porto Novo``; inside a string, a capitalised
+  word the sources never join to another is a whole name: no space or hyphen after it (``Ponape``,
+  not ``Ponape As``, a small model's habit of two-word places).
 
 Punctuation, operators, quotes and spaces are never lowered, so values the model builds from copied
 parts (``531*89``) stay possible, and so do values the request does not hold, when the model is surer
@@ -131,7 +133,9 @@ class CopyBias:
         self._id_heads: set[str] = set()  # the first run of each id: where a reference begins
         self._id_prefixes: set[str] = set()
         self._joiners: dict[str, set[str]] = {}  # a word -> how the sources join it to a capitalised word
-        self._cache: dict[tuple[str, int], np.ndarray | None] = {}  # (open run, how far the value is a name)
+        # (open run, how far the value is a bare name, inside a string) -> the tokens to lower
+        self._cache: dict[tuple[str, int, bool], np.ndarray | None] = {}
+        self._joining = np.array([bool(t) and t[0] in " -" for t in texts], dtype=bool)
         self.reset()
 
     @classmethod
@@ -196,7 +200,8 @@ class CopyBias:
         if value is None:
             return logits
         steered = logits
-        if self._closers.size and _in_string(value):
+        quoted = _in_string(value)
+        if self._closers.size and quoted:
             steered = logits.copy()
             steered[self._closers] -= self.strength
         run = _trailing_run(value)
@@ -205,13 +210,13 @@ class CopyBias:
         named = 0 if _ID_VALUE.match(value) is None else 2 if value.strip() else 1
         if run and run not in self._prefixes and not (named and run in self._id_prefixes):
             return steered  # already off the sources: nothing left to steer toward
-        key = (run, named)
+        key = (run, named, quoted)
         lowered = self._cache.get(key)
         if key not in self._cache:
             sources = self._runs  # a union only where ids count: built on a cache miss, once per key
             if named:
                 sources = sources | (self._id_heads if named == 1 else self._id_runs)
-            lowered = self._cache[key] = self._lowered(run, sources)
+            lowered = self._cache[key] = self._lowered(run, sources, quoted)
         # and a visibly copied word goes on as its source does (``nax/shopizi.`` then ``txt``, where
         # the conversation also has ``.csv`` files), as in answers
         in_word = self._word_lowered(value)
@@ -290,9 +295,9 @@ class CopyBias:
                 return found
         return set()
 
-    def _lowered(self, run: str, sources: set[str]) -> np.ndarray | None:
+    def _lowered(self, run: str, sources: set[str], quoted: bool = False) -> np.ndarray | None:
         """The tokens to lower after ``run`` (the open run of the value, maybe empty), given the
-        source runs the value may copy."""
+        source runs the value may copy; ``quoted``: the value is an open string."""
         allowed = np.zeros(len(self._texts), dtype=bool)
         kind = _kind(run[0]) if run else 0
         complete = not run or run in sources
@@ -310,6 +315,9 @@ class CopyBias:
             for token, text in enumerate(self._texts):
                 if text and not self._starts_run[token] and text[0] not in joiners:
                     lowered[token] = True
+        elif quoted and run[:1].isupper() and run.isalpha():
+            # a name the sources never join to another ends here (not ``Ponape As``)
+            lowered |= self._joining
         return lowered if lowered.any() else None
 
     def _allow(self, allowed: np.ndarray, rest: str) -> None:

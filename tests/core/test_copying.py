@@ -87,6 +87,16 @@ def test_a_word_joined_to_a_capitalised_word_goes_on_as_the_name_does():
     assert ids(" ", '"') <= lowered(hyphen, 'current_time(timezone="Sai')  # not "Sai Tokyo", not "Sai"
 
 
+def test_a_name_the_conversation_never_joins_to_another_ends_where_it_ends():
+    """``Ponape As``, ``Virgin Tokyo``: a small model's habit of two-word places."""
+    bias = CopyBias(TEXTS, 5.0)
+    bias.learn("what time is it in Saigon and in Tokyo")
+    assert ids(" ") <= lowered(bias, 'current_time(timezone="Saigon')
+    assert not ids(" ") & lowered(bias, 'f(x="time')  # a lower-case word: not a name
+    assert not ids(" ") & lowered(bias, "f(x=True")  # outside a string: a literal, not a name
+    assert not lowered(bias, 'f(x="Saigon') & ids('"', ")", ",")
+
+
 def test_numbers_are_copied_digit_by_digit_and_operators_stay_free():
     bias = CopyBias(TEXTS, 5.0)
     bias.learn("what is 531 times 89")
