@@ -18,6 +18,12 @@ arrival. The ideal answer, which the model learns:
 - a one-line summary holding every result value when there were two or more;
 - new calls for what a user interrupt adds or changes, mid-answer.
 
+Sessions also hold what the engine does between answers: some answers are stopped by the user part
+way (the calls still running report ``cancelled``, a system note says the user stopped the answer,
+and the engine ends the turn), and before some later requests a system note gives the estimates that
+observed latencies have moved (``updated estimates: wait ~3s | calculator ~12ms``), which the next
+answer's LPT order follows.
+
 Only what the model writes is trained on; the prompt and injected interrupts are masked.
 """
 
@@ -40,7 +46,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from unittest import mock
 
-from asynclm.core.cml import Marker, Ref, error_payload, render_payload, render_value
+from asynclm.core.cml import CANCELLED_PAYLOAD, Marker, Ref, error_payload, render_payload, render_value
+from asynclm.core.engine import STOPPED_NOTE
 from asynclm.tools import builtins as builtin_tools
 from asynclm.tools.builtins import default_registry
 from asynclm.tools.registry import Registry, _format_ms, longest_first
@@ -100,6 +107,8 @@ class Turn:
     user_interrupt: str | None = None  # what the user types mid-answer
     interrupt_tasks: list[Task] = field(default_factory=list)
     interrupt_at: float = 0.5  # where in the answer it arrives, as a fraction
+    stop_after: int | None = None  # the user stops the answer after this many pieces of its text
+    stopped: bool = False  # it was (the answer was not over by then)
 
 
 @dataclass
@@ -710,6 +719,7 @@ class Simulator:
                 actions.append(("text", result_sentence(self.rng, call, tasks_of[id(call)])))
 
         self.engine(Marker.INTR, " user ", Marker.HEAD, f" {turn.request} ", Marker.END)
+        pieces = 0
         first = [c for task in turn.tasks for c in task.calls]
         for task in turn.tasks:
             for c in task.calls:
@@ -736,6 +746,10 @@ class Simulator:
                     self.model(piece)
                     t += mpt
                     deliver()
+                    pieces += 1
+                    if pieces == turn.stop_after:
+                        self.stop(turn, pending)
+                        return
                 continue
             if pending or user_at is not None:
                 self.model(Marker.TRAP, " ", Marker.END)
@@ -751,6 +765,31 @@ class Simulator:
                 continue
             self.model(EOS)
             return
+
+
+    def stop(self, turn: Turn, pending: dict[str, float]) -> None:
+        """The user stops the answer: what still runs is cancelled, and the engine closes the turn."""
+        turn.stopped = True
+        for cid in sorted(pending, key=lambda c: int(c[1:])):
+            self.engine(Marker.INTR, f" {cid} ", Marker.HEAD, f" {CANCELLED_PAYLOAD} ", Marker.END)
+        self.engine(Marker.INTR, " system ", Marker.HEAD, f" {STOPPED_NOTE} ", Marker.END, EOS)
+
+    def update_estimates(self, called: list[str]) -> None:
+        """Observed latencies have moved the estimates of some tools called so far: the engine says so
+        ahead of the next request (``Engine._refresh_tool_list``), and LPT follows the new ones."""
+        est = self.s.estimates
+        before = {name: _format_ms(v) for name, v in est.items()}
+        for name in self.rng.sample(called, min(len(called), self.rng.choice([1, 1, 2]))):
+            factor = math.exp(self.rng.uniform(math.log(2.2), math.log(8)))
+            est[name] = min(5.0, max(0.001, est[name] * (factor if self.rng.random() < 0.5 else 1 / factor)))
+        moved = [name for name in longest_first(est) if _format_ms(est[name]) != before[name]]
+        if moved:
+            note = "updated estimates: " + " | ".join(f"{name} {_format_ms(est[name])}" for name in moved)
+            self.engine(Marker.INTR, " system ", Marker.HEAD, f" {note} ", Marker.END)
+
+
+STOP_RATE = 0.2  # answers the user stops part way, among those a later request follows
+UPDATE_RATE = 0.3  # later requests that moved estimates come before
 
 
 def _merge_text(atoms: list[tuple[Any, bool]]) -> list[tuple[Any, bool]]:
@@ -819,11 +858,17 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
         sim.engine(Marker.INTR, " system ", Marker.HEAD, f" {session.tools_text} ", Marker.END)
         planner = Planner(rng, heldout, runner.tree, shape.kinds)
         n_turns = rng.choices(range(1, max_turns + 1), TURN_WEIGHTS[:max_turns])[0]
-        for _ in range(n_turns):
+        called: list[str] = []
+        for i in range(n_turns):
             turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts, shape.interrupt_rate,
                              shape.call_weights)
+            if called and rng.random() < UPDATE_RATE:
+                sim.update_estimates(sorted(set(called)))
+            if i < n_turns - 1 and not turn.user_interrupt and rng.random() < STOP_RATE:
+                turn.stop_after = rng.randint(1, 12)
             session.turns.append(turn)
             sim.turn(turn)
+            called += [c.name for task in turn.tasks + turn.interrupt_tasks for c in task.calls]
         session.atoms[:] = _merge_text(session.atoms)
         return session
     finally:

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from asynclm.core.cml import Marker, parse_call
+from asynclm.core.cml import CANCELLED_PAYLOAD, Marker, parse_call
+from asynclm.core.engine import STOPPED_NOTE
 from training import entities as ent
-from training.traces import BOS, EOS, _format_ms, _ms, make_session
+from training.traces import ACKS_ADD, ACKS_CHANGE, BOS, EOS, _ms, make_session
 
 SEEDS = list(range(40))
 
@@ -77,24 +78,28 @@ def test_every_call_gets_exactly_one_interrupt_after_it_and_refs_point_back(samp
 
 
 def test_ready_calls_are_issued_longest_estimate_first_which_is_tool_list_order(sample):
-    checked = 0
+    """In the order of the estimates shown last: the tool list's, or an update's for the tools it
+    names (ties in the order the tools were added, as the tool list breaks them)."""
+    checked = updated = 0
     for session in sample:
-        shown = {name: _ms(_format_ms(s)) for name, s in session.estimates.items()}
         listed = re.findall(r"(?:^tools: |\| )(\w+)\(", session.tools_text)
-        assert [shown[name] for name in listed] == sorted(shown[name] for name in listed)[::-1]
+        shown = dict(re.findall(r"(\w+)\([^~]*\) (~\S+)", session.tools_text))
+        assert [_ms(shown[name]) for name in listed] == sorted(_ms(shown[name]) for name in listed)[::-1]
+        added = list(session.estimates)
         burst: list[str] = []
-        for kind, _, _, body in blocks(session) + [("end", False, "", "")]:
+        for kind, _, source, body in blocks(session) + [("end", False, "", "")]:
+            if kind == "intr" and source == "system" and body.startswith("updated estimates: "):
+                shown |= dict(entry.split(" ") for entry in body.split(": ", 1)[1].split(" | "))
+                updated += 1
             if kind == "call":
                 burst.append(body)
                 continue
             ready = [parse_call(b).name for b in burst if not parse_call(b).refs]
-            estimates = [shown[name] for name in ready]
-            assert estimates == sorted(estimates, reverse=True), (ready, estimates)
-            positions = [listed.index(name) for name in ready]
-            assert positions == sorted(positions), (ready, listed)
-            checked += len(ready) > 1
+            order = [(-_ms(shown[name]), added.index(name)) for name in ready]
+            assert order == sorted(order), (ready, shown)
+            checked += len(set(ready)) > 1
             burst = []
-    assert checked > 20
+    assert checked > 20 and updated > 3
 
 
 def test_only_what_the_model_writes_is_trained_on(sample):
@@ -104,8 +109,11 @@ def test_only_what_the_model_writes_is_trained_on(sample):
         assert "tools:" not in text_by_model
         for turn in session.turns:
             assert turn.request not in text_by_model or len(turn.request) < 12
-        # every turn ends with an end-of-sequence the model writes
-        assert sum(1 for a, m in session.atoms if a == EOS and m) == len(session.turns)
+        # every turn ends with an end-of-sequence: the model's, or the engine's for an answer the
+        # user stopped
+        stopped = sum(turn.stopped for turn in session.turns)
+        assert sum(1 for a, m in session.atoms if a == EOS and m) == len(session.turns) - stopped
+        assert sum(1 for a, m in session.atoms if a == EOS and not m) == stopped
 
 
 def test_held_out_entities_never_appear_in_training_requests(sample):
@@ -160,10 +168,59 @@ def test_a_mid_answer_message_is_acted_on_before_the_model_waits_again():
         b = [x for x in blocks(make_session(seed)) if x[0] != "text" or x[3].strip()]
         users = [i for i, x in enumerate(b) if x[0] == "intr" and x[2] == "user"]
         for i in users:
-            if i == 0 or b[i - 1][0] in (BOS, EOS):
+            if i == 0 or b[i - 1][0] in (BOS, EOS) or b[i - 1][2] == "system":
                 continue  # the request, not a mid-answer message
             right_after_a_call += b[i - 1][0] == "call"
             following = [x[0] for x in b[i + 1:] if x[0] in ("call", "trap", EOS)]
             assert following and following[0] == "call", (seed, following[:3])
             acted += 1
     assert acted > 10 and 0 < right_after_a_call < acted
+
+
+def test_a_stopped_answer_cancels_what_runs_and_the_next_request_is_answered_anew():
+    """As the engine does on Esc: the calls still running report ``cancelled``, the stop note enters,
+    the engine ends the turn; the next request is answered with its own calls, not as an addition."""
+    stops = 0
+    for seed in range(120):
+        session = make_session(seed)
+        b = [x for x in blocks(session) if x[0] != "text" or x[3].strip()]
+        for i, x in enumerate(b):
+            if not (x[0] == "intr" and x[3] == STOPPED_NOTE):
+                continue
+            stops += 1
+            assert b[i + 1] == (EOS, False, "", EOS), "the engine ends a stopped answer"
+            start = max(k for k, y in enumerate(b[:i]) if y[:3] == ("intr", False, "user")
+                        and b[k - 1][0] in (EOS, BOS, "intr") and b[k - 1][2] in ("", "system"))
+            turn = b[start:i]
+            opened = {y[2] for y in turn if y[0] == "call"}
+            results = {y[2]: y[3] for y in turn if y[0] == "intr" and y[2] in opened}
+            assert opened and set(results) == opened, "what had not returned reports its cancellation"
+            cancelled = {c for c, payload in results.items() if payload == CANCELLED_PAYLOAD}
+            # the cancellations come last, right before the note
+            assert {y[2] for y in turn[len(turn) - len(cancelled):]} == cancelled
+            nxt = b[i + 2:]
+            if nxt[0][2] == "system":  # moved estimates come ahead of the request
+                nxt = nxt[1:]
+            assert nxt[0][:3] == ("intr", False, "user") and nxt[1][0] == "call"
+            first = next(y for y in nxt[1:] if (y[0] == "text" and y[1]) or y[2] == "user")
+            if first[0] == "text":  # (unless a mid-answer message came first, which it acknowledges)
+                assert not first[3].lstrip().startswith(
+                    tuple(ACKS_ADD) + tuple(a.split("{")[0] for a in ACKS_CHANGE)), first
+    assert stops > 10
+
+
+def test_moved_estimates_come_before_a_request_and_name_only_tools_called_before():
+    notes = 0
+    for seed in range(120):
+        session = make_session(seed)
+        b = blocks(session)
+        called: set[str] = set()
+        for i, (kind, _, source, body) in enumerate(b):
+            if kind == "call":
+                called.add(parse_call(body).name)
+            if kind == "intr" and body.startswith("updated estimates: "):
+                notes += 1
+                assert b[i - 1][0] == EOS and b[i + 1][:3] == ("intr", False, "user")
+                names = [entry.split(" ")[0] for entry in body.split(": ", 1)[1].split(" | ")]
+                assert names and set(names) <= called
+    assert notes > 10
