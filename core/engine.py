@@ -105,6 +105,12 @@ def repeating(text: str, repeats: int = REPEATS) -> str:
 _ENTRY_END = re.compile(r"(?:(?<=\dms)|(?<=\ds)) \| (?=\w+\()")  # " | " after an estimate, before a tool
 
 
+def estimates_note(moved: dict[str, str]) -> str:
+    """The system note that tells the model some tools' shown estimates have moved (``moved``: tool ->
+    estimate as the tool list shows it, in tool-list order)."""
+    return "updated estimates: " + " | ".join(f"{name} {shown}" for name, shown in moved.items())
+
+
 def tool_estimates(tools_text: str) -> dict[str, str]:
     """Each tool's shown estimate in a tool list (``tools: f(x: int) ~300ms | g() ~5ms``), in order."""
     body = tools_text.split(": ", 1)[1] if tools_text.startswith("tools: ") else ""
@@ -501,8 +507,7 @@ class Engine:
         now, before = tool_estimates(current), tool_estimates(self._tools_text)
         self._tools_text = current
         if now.keys() == before.keys():
-            moved = " | ".join(f"{name} {shown}" for name, shown in now.items() if before[name] != shown)
-            note = f"updated estimates: {moved}"
+            note = estimates_note({name: shown for name, shown in now.items() if before[name] != shown})
         else:
             note = f"updated {current}"
         self._queue(Interrupt("system", note, "system"), front=True)

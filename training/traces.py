@@ -47,7 +47,7 @@ from typing import Any, Iterator
 from unittest import mock
 
 from asynclm.core.cml import CANCELLED_PAYLOAD, Marker, Ref, error_payload, render_payload, render_value
-from asynclm.core.engine import STOPPED_NOTE
+from asynclm.core.engine import STOPPED_NOTE, estimates_note
 from asynclm.tools import builtins as builtin_tools
 from asynclm.tools.builtins import default_registry
 from asynclm.tools.registry import Registry, _format_ms, longest_first
@@ -766,7 +766,6 @@ class Simulator:
             self.model(EOS)
             return
 
-
     def stop(self, turn: Turn, pending: dict[str, float]) -> None:
         """The user stops the answer: what still runs is cancelled, and the engine closes the turn."""
         turn.stopped = True
@@ -782,10 +781,10 @@ class Simulator:
         for name in self.rng.sample(called, min(len(called), self.rng.choice([1, 1, 2]))):
             factor = math.exp(self.rng.uniform(math.log(2.2), math.log(8)))
             est[name] = min(5.0, max(0.001, est[name] * (factor if self.rng.random() < 0.5 else 1 / factor)))
-        moved = [name for name in longest_first(est) if _format_ms(est[name]) != before[name]]
+        moved = {name: _format_ms(est[name]) for name in longest_first(est)
+                 if _format_ms(est[name]) != before[name]}
         if moved:
-            note = "updated estimates: " + " | ".join(f"{name} {_format_ms(est[name])}" for name in moved)
-            self.engine(Marker.INTR, " system ", Marker.HEAD, f" {note} ", Marker.END)
+            self.engine(Marker.INTR, " system ", Marker.HEAD, f" {estimates_note(moved)} ", Marker.END)
 
 
 STOP_RATE = 0.2  # answers the user stops part way, among those a later request follows
