@@ -102,6 +102,20 @@ def open_value(body: str) -> str | None:
     return body[start:]
 
 
+def token_texts(n_vocab: int, piece: Callable[[int], bytes], is_control: Callable[[int], bool]) -> list[str | None]:
+    """The text every token adds, or None for a control token or a byte of a longer character."""
+    texts: list[str | None] = []
+    for token in range(n_vocab):
+        if is_control(token):
+            texts.append(None)
+            continue
+        try:
+            texts.append(piece(token).decode("utf-8"))
+        except UnicodeDecodeError:  # a byte of a longer character: never part of a run
+            texts.append(None)
+    return texts
+
+
 class CopyBias:
     """Lowers the logits of tokens that would put an unseen word or number into an argument value.
 
@@ -141,16 +155,7 @@ class CopyBias:
     @classmethod
     def for_backend(cls, n_vocab: int, piece: Callable[[int], bytes], is_control: Callable[[int], bool],
                     strength: float, closers: tuple[int, ...] = ()) -> "CopyBias":
-        texts: list[str | None] = []
-        for token in range(n_vocab):
-            if is_control(token):
-                texts.append(None)
-                continue
-            try:
-                texts.append(piece(token).decode("utf-8"))
-            except UnicodeDecodeError:  # a byte of a longer character: never part of a run
-                texts.append(None)
-        return cls(texts, strength, closers)
+        return cls(token_texts(n_vocab, piece, is_control), strength, closers)
 
     def reset(self) -> None:
         """A new conversation: forget every source run but the literals."""

@@ -32,13 +32,14 @@ from .cml import (
     BlockState, CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload, is_call_id,
     parse_call, CANCELLED_PAYLOAD,
 )
-from .copying import CopyBias
+from .copying import CopyBias, token_texts
 from .dialect import Dialect, select_dialect
 from .executor import Call, Executor, Toolbox
 from .interrupts import Interrupt, InterruptQueue
 from .llama import ContextFull, LlamaBackend
 from .monitor import Monitor
 from .policy import Policy, SampledPolicy
+from .references import ReferenceGuide, reference_target
 from .sampling import Sampler, SamplingSettings
 
 log = logging.getLogger("asynclm.engine")
@@ -70,6 +71,7 @@ class EngineConfig:
     copy_bias: float = 0.0  # logits taken from unseen words in argument values (0: off; core.copying)
     copy_text: bool = True  # with copy_bias: steer the answer's visibly copied words too
     stop_settle: float = 2.0  # seconds a stopped answer waits for its calls to report their cancellation
+    typed_references: bool = True  # a dataflow reference names only a call whose result fits (core.references)
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -137,6 +139,7 @@ class Engine:
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
         self.copy_bias = None
         self._id_continuations: np.ndarray | None = None  # tokens that go on with an id (``_keep_id_open``)
+        self._references: ReferenceGuide | None = None  # built at the first reference (``_typed_reference``)
         if config.copy_bias > 0:
             end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
             self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
@@ -157,6 +160,8 @@ class Engine:
         # Session state, touched only by the decode thread (or while it is idle).
         self._call_ids: set[str] = set()
         self._rejected: set[str] = set()
+        self._producers: dict[str, str] = {}  # id -> tool, of every call started (or collected)
+        self._failed: set[str] = set()  # ids whose error or cancellation has entered the context
         self._outstanding: set[str] = set()
         self._collected: list[Call] = []
         self._prefix: list[int] = []
@@ -213,8 +218,12 @@ class Engine:
                 tokens.append(e.token)
             elif isinstance(e, (ev.CallDetected, ev.CallRejected)) and e.call_id:
                 self._call_ids.add(e.call_id)
+                if isinstance(e, ev.CallDetected):
+                    self._producers[e.call_id] = e.name
                 if self.copy_bias is not None:
                     self.copy_bias.learn_id(e.call_id)
+            elif isinstance(e, ev.InterruptQueued) and e.kind in ("error", "cancelled"):
+                self._failed.add(e.source)
             elif isinstance(e, ev.InterruptQueued) and e.kind != "system" and self.copy_bias is not None:
                 self.copy_bias.learn(e.payload)
             elif isinstance(e, ev.TurnStarted):
@@ -236,6 +245,8 @@ class Engine:
             self.copy_bias.reset()
         self._call_ids.clear()
         self._rejected.clear()
+        self._producers.clear()
+        self._failed.clear()
         self._outstanding.clear()
         self._collected.clear()
         self._prefix = self.dialect.session_start()
@@ -401,8 +412,11 @@ class Engine:
                     injected, recent = self._injected, ""
                 t0 = time.perf_counter()
                 logits = backend.logits()
-                if self.copy_bias is not None and monitor.state is BlockState.CALL_BODY:
-                    logits = self.copy_bias.apply(logits, monitor.call_body)
+                if monitor.state is BlockState.CALL_BODY:
+                    if self.copy_bias is not None:
+                        logits = self.copy_bias.apply(logits, monitor.call_body)
+                    if self.config.typed_references:
+                        logits = self._typed_reference(logits, monitor.call_body)
                 elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
                     logits = self.copy_bias.apply_text(logits, recent)
                 elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self._call_ids:
@@ -496,6 +510,25 @@ class Engine:
             return logits
         return np.where(self._id_continuations, logits, -np.inf).astype(logits.dtype, copy=False)
 
+    def _typed_reference(self, logits: np.ndarray, body: str) -> np.ndarray:
+        """Within a dataflow reference, only the ids of earlier calls whose results the argument could
+        take (``core.references``)."""
+        target = reference_target(body)
+        tool = self.tools.get(target[0]) if target is not None else None
+        if tool is None:
+            return logits
+        _, param, written = target
+        takes = getattr(tool, "takes_result", None)
+        fits = [cid for cid, name in self._producers.items() if cid not in self._failed
+                and (takes is None or (source := self.tools.get(name)) is None or takes(param, source))]
+        if self._references is None:
+            self._references = ReferenceGuide(token_texts(self.backend.n_vocab, self.backend.piece,
+                                                          self.backend.is_control))
+        allowed = self._references.allowed(written, self._call_ids, fits)
+        if allowed is None:
+            return logits
+        return np.where(allowed, logits, -np.inf).astype(logits.dtype, copy=False)
+
     def _refresh_tool_list(self) -> None:
         """Tell the model when observed latencies have moved the LPT estimates it was given, ahead of
         what opens the turn, so that the user's words stay the last thing before the answer. Only the
@@ -547,6 +580,7 @@ class Engine:
                 if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
                     self.copy_bias.learn(item.payload)
         self._outstanding.difference_update(sources)
+        self._failed.update(i.source for i in items if i.kind in ("error", "cancelled"))
         self._injected += len(tokens)
         self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
                                         text=text, latency=now - min(i.queued_at for i in items),
@@ -668,6 +702,7 @@ class Engine:
                 self._reject(cid, raw, "DependencyFailed", f"depends on {ref}, which was not run")
                 return None
         self._emit(ev.CallDetected(call_id=cid, name=expr.name, expr=expr.render(), refs=expr.refs))
+        self._producers[cid] = expr.name
         call = Call(cid, expr)
         if self.mode is Mode.SYNC_PARALLEL:
             self._collected.append(call)

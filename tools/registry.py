@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .schema import ArgumentError, SchemaError, check, json_schema, type_text
+from .schema import ArgumentError, SchemaError, check, json_schema, may_fit, type_text
 
 _EMPTY = inspect.Parameter.empty
 
@@ -118,6 +118,7 @@ class Tool:
                 raise SchemaError(f"parameter {p.name!r}: {exc}") from None
             params.append(Param(p.name, tp, p.default, docs.get(p.name, "")))
         self.params = params
+        self.returns = hints.get("return", Any)
         self._by_name = {p.name: p for p in params}
         self._is_async = inspect.iscoroutinefunction(func)
         self._observed: deque[float] = deque(maxlen=25)
@@ -178,6 +179,13 @@ class Tool:
             elif p.required:
                 raise ArgumentError(f"{self.name} is missing the required argument {p.name!r}")
         return out
+
+    def takes_result(self, param: str, source: "Tool") -> bool:
+        """Whether argument ``param`` could take, as a dataflow reference, the result of a call to
+        ``source`` (by its return annotation): False only where it never could (a ``str`` result
+        for a ``float`` parameter); True for a parameter this tool does not have."""
+        p = self._by_name.get(param)
+        return p is None or may_fit(getattr(source, "returns", Any), p.annotation)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
         if self._is_async:

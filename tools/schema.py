@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -190,3 +191,35 @@ def check(value: Any, tp: Any, where: str) -> Any:
         fields = {k: check(v, hints[k], f"{where}.{k}") for k, v in value.items()}
         return tp(**fields)
     raise ArgumentError(f"{where} has a type asynclm cannot check")
+
+
+def _kinds(tp: Any) -> frozenset[str] | None:
+    """The kinds of value ``tp`` stands for (``number``, ``str``, ``bool``, ``none``, ``list``,
+    ``object``), or None when that is not known (``Any``, enums, a type asynclm does not describe)."""
+    if tp is Any or tp is inspect.Signature.empty:
+        return None
+    if tp is type(None) or tp is None:
+        return frozenset({"none"})
+    if tp is bool:
+        return frozenset({"bool"})
+    if tp in (int, float):
+        return frozenset({"number"})
+    if tp is str:
+        return frozenset({"str"})
+    origin = get_origin(tp)
+    if origin in (Literal, Union, types.UnionType):
+        parts = [_kinds(type(a) if origin is Literal else a) for a in get_args(tp)]
+        return None if any(p is None for p in parts) else frozenset().union(*parts)
+    if origin in (list, set, frozenset, tuple) or tp in (list, set, frozenset, tuple):
+        return frozenset({"list"})
+    if origin is dict or tp is dict or _is_typeddict(tp) or dataclasses.is_dataclass(tp):
+        return frozenset({"object"})
+    return None
+
+
+def may_fit(produced: Any, expected: Any) -> bool:
+    """Whether a value of type ``produced`` (a tool's return annotation) could pass ``check`` against
+    ``expected`` (a parameter's type): False only when no such value can (a ``str`` result for a
+    ``float`` parameter), True whenever either side is not known."""
+    have, want = _kinds(produced), _kinds(expected)
+    return have is None or want is None or bool(have & want)

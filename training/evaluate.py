@@ -163,7 +163,8 @@ def _held_out(seed: int, shape=PROFILES["full"]):
 
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
-                copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None) -> Episode:
+                copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None,
+                typed_references: bool = True) -> Episode:
     """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes)."""
     shape = PROFILES[profile]
     rng, runner, estimates, registry, planner = _held_out(seed, shape)
@@ -173,7 +174,8 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
         later = [c for t in turn.interrupt_tasks for c in t.calls]
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
-        config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text)
+        config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text,
+                              typed_references=typed_references)
         return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads,
                       policy)
     finally:
@@ -324,7 +326,8 @@ class SecondTurn:
 
 
 def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias: float = 0.0,
-                    n_threads: int = 2, timeout: float = 60.0, mode: Mode = Mode.ASYNC) -> SecondTurn:
+                    n_threads: int = 2, timeout: float = 60.0, mode: Mode = Mode.ASYNC,
+                    typed_references: bool = True) -> SecondTurn:
     """Two held-out requests of the evaluation's kind in one session. The first is answered (or, with
     ``stop_first``, stopped at its first words after its calls, as a user pressing Esc); then the
     second is sent, and its calls are compared with the ones it asks for."""
@@ -335,7 +338,8 @@ def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias:
         result = SecondTurn(seed, first.request, second.request,
                             expected_calls([c for t in second.tasks for c in t.calls], registry))
         backend = LlamaBackend(model, n_threads=n_threads)
-        engine = Engine(backend, registry, config=EngineConfig(mode=mode, copy_bias=copy_bias),
+        engine = Engine(backend, registry, config=EngineConfig(mode=mode, copy_bias=copy_bias,
+                                                               typed_references=typed_references),
                         sampling=GREEDY)
         by_id: dict[str, str] = {}
         state = {"turn": 1, "stopped": False}
@@ -389,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-copy-text", dest="copy_text", action="store_false",
                    help="with --copy-bias: leave the answer text alone (steer call arguments only)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    p.add_argument("--untyped-references", dest="typed_references", action="store_false",
+                   help="let a dataflow reference name any earlier call (core.references)")
     p.add_argument("--second-turns", action="store_true",
                    help="measure second requests instead: each episode's session answers one request "
                         "with calls, then a second, whose calls are compared")
@@ -397,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.second_turns:
         turns = [run_second_turn(Path(args.model), args.first_seed + i, args.stop_first, args.copy_bias,
-                                 args.threads, mode=Mode(args.mode)) for i in range(args.episodes)]
+                                 args.threads, mode=Mode(args.mode), typed_references=args.typed_references)
+                 for i in range(args.episodes)]
         exact = sum(t.exact for t in turns)
         summary = {"second_turns": len(turns), "second_turn_exact_calls": round(exact / max(len(turns), 1), 4),
                    "stopped_first": args.stop_first, "mode": args.mode}
@@ -411,7 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(args.episodes):
         episodes.append(run_episode(Path(args.model), args.first_seed + i, mode=Mode(args.mode),
                                     profile=args.profile, copy_bias=args.copy_bias,
-                                    copy_text=args.copy_text, n_threads=args.threads))
+                                    copy_text=args.copy_text, n_threads=args.threads,
+                                    typed_references=args.typed_references))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)
