@@ -85,6 +85,8 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
     second.start()
     resumed = log2.wait_for(lambda e: isinstance(e, ev.SessionResumed))
     assert resumed.tokens == kv_before and resumed.turns == 2
+    # what typed references need: which tool each call ran, and which calls failed or were cancelled
+    assert second._producers == {"c": "calculator", "w": "wait"} and second._failed == {"w"}
     assert second.backend.kv_positions() == kv_before
     assert second.ask("again", timeout=10)
     opening = log2.of(ev.InterruptInjected)[0]
