@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "where its chat template has tool messages, else text)")
     p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens (default: the model's own, up to 8192)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
-    p.add_argument("--temperature", type=float, default=None, help="0 is greedy")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="0 is greedy (default: 0 for the embedded model, with --repeat-penalty 1; else 0.7)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--min-p", type=float, default=None)
@@ -82,9 +83,6 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
                  "copy_bias", "allow_shell", "root"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(settings, name))
-    for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(settings.sampling, name))
     args.tools = list(settings.tools) + list(args.tools)
     if not args.model:
         from asynclm import EMBEDDED_MODEL
@@ -93,11 +91,15 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
             raise UsageError(f"No model given and the embedded model is missing ({EMBEDDED_MODEL}): "
                              "pass --model PATH to a GGUF file.")
         args.model = str(EMBEDDED_MODEL)
-    if args.copy_bias is None:
-        from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL
+    from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL, EMBEDDED_SAMPLING
 
-        embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
+    embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
+    if args.copy_bias is None:
         args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
+    for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
+        if getattr(args, name) is None:
+            given = name in settings.sampling_given or not embedded or name not in EMBEDDED_SAMPLING
+            setattr(args, name, getattr(settings.sampling, name) if given else EMBEDDED_SAMPLING[name])
     if not args.copy_bias >= 0:
         raise UsageError(f"--copy-bias must be 0 (off) or more, not {args.copy_bias}.")
     return settings

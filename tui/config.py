@@ -9,7 +9,7 @@
     allow_shell = false
     copy_bias = 0          # logits; default: 8 for the embedded model, 0 (off) for others
 
-    [sampling]
+    [sampling]        # default: greedy for the embedded model, else temperature 0.7, top_k 40, ...
     temperature = 0.7
     top_k = 40
 
@@ -61,6 +61,7 @@ class Settings:
     theme: str = "textual-dark"
     timeline: bool = True
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    sampling_given: frozenset[str] = frozenset()  # the sampling settings the file sets
     keymap: dict[str, str] = field(default_factory=dict)
 
 
@@ -111,6 +112,7 @@ def load_settings(path: Path | None = None) -> Settings:
                 values[k] = _check(f"sampling.{k}", v, _SAMPLING_TYPES[k], path)
             try:
                 settings.sampling = replace(settings.sampling, **values)
+                settings.sampling_given = frozenset(values)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {exc}.") from None
         elif key == "keymap":

@@ -74,3 +74,23 @@ def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, ti
     (tmp_path / "bad.toml").write_text("copy_bias = -2")
     with pytest.raises(ConfigError, match="copy_bias should be 0"):
         load_settings(tmp_path / "bad.toml")
+
+
+def test_the_embedded_model_decodes_greedily_unless_sampling_is_set(tmp_path, tiny_model):
+    from asynclm import EMBEDDED_MODEL
+    from asynclm.tui.cli import apply_settings, build_parser
+
+    def sampling(config: str, *argv: str) -> tuple[float, float, int]:
+        path = tmp_path / "c.toml"
+        path.write_text(config)
+        args = build_parser().parse_args(["--config", str(path), *argv])
+        apply_settings(args)
+        return args.temperature, args.repeat_penalty, args.top_k
+
+    other = sampling(f'model = "{tiny_model}"')
+    assert other == (0.7, 1.1, 40), "other models keep the sampler's defaults"
+    if EMBEDDED_MODEL.is_file():
+        assert sampling("") == (0.0, 1.0, 40)
+        assert sampling("", "--temperature", "0.5") == (0.5, 1.0, 40)
+        assert sampling("[sampling]\ntemperature = 0.9\nrepeat_penalty = 1.2\n") == (0.9, 1.2, 40)
+        assert sampling("[sampling]\ntemperature = 0.9\n") == (0.9, 1.0, 40)
