@@ -152,11 +152,6 @@ class CopyBias:
         self._joining = np.array([bool(t) and t[0] in " -" for t in texts], dtype=bool)
         self.reset()
 
-    @classmethod
-    def for_backend(cls, n_vocab: int, piece: Callable[[int], bytes], is_control: Callable[[int], bool],
-                    strength: float, closers: tuple[int, ...] = ()) -> "CopyBias":
-        return cls(token_texts(n_vocab, piece, is_control), strength, closers)
-
     def reset(self) -> None:
         """A new conversation: forget every source run but the literals."""
         self._runs.clear()

@@ -138,12 +138,12 @@ class Engine:
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
         self.copy_bias = None
+        self._texts: list[str | None] | None = None  # what each token adds (``_token_texts``)
         self._id_continuations: np.ndarray | None = None  # tokens that go on with an id (``_keep_id_open``)
         self._references: ReferenceGuide | None = None  # built at the first reference (``_typed_reference``)
         if config.copy_bias > 0:
             end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
-            self.copy_bias = CopyBias.for_backend(backend.n_vocab, backend.piece, backend.is_control,
-                                                  config.copy_bias, tuple(end) if len(end) == 1 else ())
+            self.copy_bias = CopyBias(self._token_texts(), config.copy_bias, tuple(end) if len(end) == 1 else ())
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
         self.executor = Executor(tools, self.queue, self._emit,
@@ -501,14 +501,19 @@ class Engine:
         if self._id_continuations is None:
             allowed = np.zeros(self.backend.n_vocab, dtype=bool)
             if len(self.dialect.marker_tokens(Marker.HEAD)) == 1:
-                for t in range(self.backend.n_vocab):
-                    piece = self.backend.piece(t).decode("utf-8", "replace")
-                    allowed[t] = (not self.backend.is_control(t) and piece.isascii()
-                                  and piece.replace("_", "a").isalnum())
+                for t, text in enumerate(self._token_texts()):
+                    allowed[t] = text is not None and text.isascii() and text.replace("_", "a").isalnum()
             self._id_continuations = allowed
         if not self._id_continuations.any():
             return logits
         return np.where(self._id_continuations, logits, -np.inf).astype(logits.dtype, copy=False)
+
+    def _token_texts(self) -> list[str | None]:
+        """What each token adds to the text (``copying.token_texts``), read from the model once for the
+        copy bias, the reference guide and the id continuations."""
+        if self._texts is None:
+            self._texts = token_texts(self.backend.n_vocab, self.backend.piece, self.backend.is_control)
+        return self._texts
 
     def _typed_reference(self, logits: np.ndarray, body: str) -> np.ndarray:
         """Within a dataflow reference, only the ids of earlier calls whose results the argument could
@@ -522,8 +527,7 @@ class Engine:
         fits = [cid for cid, name in self._producers.items() if cid not in self._failed
                 and (takes is None or (source := self.tools.get(name)) is None or takes(param, source))]
         if self._references is None:
-            self._references = ReferenceGuide(token_texts(self.backend.n_vocab, self.backend.piece,
-                                                          self.backend.is_control))
+            self._references = ReferenceGuide(self._token_texts())
         allowed = self._references.allowed(written, self._call_ids, fits)
         if allowed is None:
             return logits

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import inspect
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -196,7 +195,7 @@ def check(value: Any, tp: Any, where: str) -> Any:
 def _kinds(tp: Any) -> frozenset[str] | None:
     """The kinds of value ``tp`` stands for (``number``, ``str``, ``bool``, ``none``, ``list``,
     ``object``), or None when that is not known (``Any``, enums, a type asynclm does not describe)."""
-    if tp is Any or tp is inspect.Signature.empty:
+    if tp is Any:
         return None
     if tp is type(None) or tp is None:
         return frozenset({"none"})
