@@ -153,6 +153,9 @@ class ChatApp(App):
         self._theme = theme
         self._startup_notices = notices or []
         self.turns: dict[int, TurnView] = {}
+        # the user's messages queued and not yet in the context, oldest first: an injection that
+        # carries one beside results names it in its marker
+        self._user_queued: collections.deque[str] = collections.deque()
         self.current: TurnView | None = None
         self.panes: dict[str, ToolPane] = {}
         self.timeline_model = TimelineModel()
@@ -393,6 +396,7 @@ class ChatApp(App):
         self.query_one("#transcript").remove_children()
         self.turns.clear()
         self.panes.clear()
+        self._user_queued.clear()
         self.current = None
         self.notify("New session: the context is empty.")
 
@@ -514,7 +518,11 @@ class ChatApp(App):
         elif isinstance(e, ev.CallRejected):
             if self.current is not None:
                 await self.current.mark(Text(f"✗ call {e.call_id or '?'} rejected: {e.reason}", style="red"))
+        elif isinstance(e, ev.InterruptQueued):
+            if e.source == "user":
+                self._user_queued.append(e.payload)
         elif isinstance(e, ev.InterruptInjected):
+            said = [self._user_queued.popleft() if self._user_queued else "" for s in e.sources if s == "user"]
             view = self.current
             if view is None or not self.busy or view.segment is None and not view.answer_parts:
                 return  # a turn's opening interrupts are the user's message, already shown
@@ -522,9 +530,8 @@ class ChatApp(App):
             for source in e.sources:
                 label = Text(f"↳ +{when:.1f}s ", style="dim")
                 if source == "user":
-                    payload = e.text.split("[HEAD]", 1)[-1] if len(e.sources) == 1 else ""
                     label.append("you: ", style="bold magenta")
-                    label.append(payload.rsplit("[END]", 1)[0].strip() or "(message)")
+                    label.append(said.pop(0).strip() or "(message)")
                 elif source == "system":
                     label.append("system notice", style="yellow")
                 else:

@@ -6,7 +6,7 @@ import time
 from textual import events
 
 from asynclm.core import events as ev
-from asynclm.core.engine import Engine, EngineConfig
+from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
 from asynclm.tui.app import ChatApp
@@ -248,7 +248,7 @@ def test_resume_restores_a_session(tiny_model, tmp_path):
     writer = TranscriptWriter(path)
     first.subscribe(writer)
     first.start()
-    assert first.ask("what is 6*7?", timeout=10)
+    assert first.ask("what is 6*7?", timeout=60)
     kv = backend.kv_positions()
     first.close()
     writer.close()
@@ -273,4 +273,25 @@ def test_resume_restores_a_session(tiny_model, tmp_path):
             await send(pilot, app, "still there?")
             await until(pilot, lambda: ended(app, turn=2))
             assert "Still here." in "".join(app.turns[2].answer_parts)
+    asyncio.run(go())
+
+
+
+def test_a_message_that_enters_beside_a_result_is_shown_with_its_words(tiny_model, tmp_path):
+    """In sync mode the answer waits at a call's end for its result, and a message typed meanwhile
+    waits too: both enter together. The message's marker shows what the user typed, as it does for a
+    message that enters alone."""
+    async def go():
+        app = make_app(tiny_model, ["Go.[CALL] a [HEAD] wait(seconds=3) [END] Done."], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await until(pilot, lambda: app.engine is not None)
+            app.engine.set_mode(Mode.SYNC)
+            await send(pilot, app, "go")
+            await until(pilot, lambda: any(isinstance(e, ev.TrapEntered) and e.reason == "sync" for e in app.events))
+            await send(pilot, app, "and this too")
+            await until(pilot, lambda: ended(app), timeout=30)
+            await pilot.pause(0.2)
+            injected = [e.sources for e in app.events if isinstance(e, ev.InterruptInjected)]
+            assert {"a", "user"} in [set(s) for s in injected], injected
+            assert any("you: and this too" in m for m in markers(app)), markers(app)
     asyncio.run(go())
