@@ -92,7 +92,7 @@ def test_trap_waits_and_resumes_on_the_first_result(make_engine):
 
 def test_trap_with_nothing_pending_does_not_hang(make_engine):
     engine, log = make_engine(["Thinking.[TRAP] [END]Nothing to wait for."])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     injected = [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",)]
     assert any(NOTHING_PENDING_NOTE in e.text for e in injected)
     assert log.answer() == "Thinking.Nothing to wait for."
@@ -100,7 +100,7 @@ def test_trap_with_nothing_pending_does_not_hang(make_engine):
 
 def test_end_of_sequence_with_calls_pending_acts_as_a_trap(make_engine):
     engine, log = make_engine(["[CALL] w [HEAD] wait(seconds=0.2) [END]Done soon."])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     assert log.first(ev.TrapEntered).reason == "end-of-sequence"
     end = log.first(ev.TurnEnded)
     assert end.reason == "done" and end.t > log.first(ev.InterruptInjected, sources=("w",)).t
@@ -154,7 +154,7 @@ def test_injection_appends_to_the_kv_cache_without_reevaluating_the_prefix(make_
             checks.append((e, backend.kv_positions(), backend.n_evaluated))
 
     log.hooks.append(measure)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     mid = [c for c in checks if c[0].sources == ("w",)]
     assert len(mid) == 1
     inj, kv_after, evaluated_after = mid[0]
@@ -188,7 +188,7 @@ def test_stop_mid_answer_ends_within_one_token_and_keeps_the_partial_reply(make_
     # ... and is closed as a finished one is (end-of-sequence): the next message opens a new turn
     # the way it always does, rather than entering the old answer, where a model takes it for an
     # addition.
-    assert engine.ask("next", timeout=10)
+    assert engine.ask("next", timeout=60)
     prefix = [e for e in log.of(ev.ContextExtended) if e.reason == "turn-prefix"][-1]
     assert list(prefix.tokens) == engine.dialect.turn_separator() == [engine.backend.eos]
     assert log.of(ev.InterruptInjected)[-1].text == "[INTR] user [HEAD] next [END]"
@@ -200,8 +200,8 @@ def test_an_updated_tool_list_enters_ahead_of_the_next_message(make_engine):
     the last thing it reads before answering."""
     engine, log = make_engine(['[CALL] e [HEAD] echo(text="a", delay=0.5) [END][TRAP] [END]Done.', "Again.",
                                "Once more."])
-    assert engine.ask("go", timeout=10)
-    assert engine.ask("next", timeout=10)
+    assert engine.ask("go", timeout=60)
+    assert engine.ask("next", timeout=60)
     opening = log.of(ev.InterruptInjected)[-1]
     assert opening.sources == ("system", "user")
     # only what moved, not the whole list again
@@ -209,7 +209,7 @@ def test_an_updated_tool_list_enters_ahead_of_the_next_message(make_engine):
     assert opening.text.index("updated estimates:") < opening.text.index("[INTR] user [HEAD] next")
     # a new tool changes the list itself: the whole list, once
     engine.tools.add(lambda: "x", name="extra", estimate=0.2)
-    assert engine.ask("and now?", timeout=10)
+    assert engine.ask("and now?", timeout=60)
     opening = log.of(ev.InterruptInjected)[-1]
     assert "[INTR] system [HEAD] updated tools: " in opening.text and "extra() ~200ms" in opening.text
 
@@ -243,7 +243,7 @@ def test_user_interrupt_mid_answer_enters_at_the_next_safe_point(make_engine):
             engine.interrupt("user", "also Paris please")
 
     log.hooks.append(interject)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     queued = log.first(ev.InterruptQueued, payload="also Paris please")
     injected = [e for e in log.of(ev.InterruptInjected) if "also Paris please" in e.text][0]
     between = [t for t in log.of(ev.TokenGenerated) if queued.t < t.t < injected.t]
@@ -261,7 +261,7 @@ def test_user_interrupt_inside_a_call_waits_for_the_block_to_close(make_engine):
             engine.interrupt("user", "hey")
 
     log.hooks.append(interject)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     queued = log.first(ev.InterruptQueued, payload="hey")
     injected = [e for e in log.of(ev.InterruptInjected) if "hey" in e.text][0]
     between = [t for t in log.of(ev.TokenGenerated) if queued.t < t.t < injected.t]
@@ -279,7 +279,7 @@ def test_failing_hanging_and_huge_tools_give_payloads_and_the_session_goes_on(ma
     huge = [p for p in text.split("[INTR]") if p.startswith(" x [HEAD]")]
     assert len(huge) == 1 and "cut 998000 of 1000000 chars" in huge[0] and len(huge[0]) < 2200
     assert len(log.first(ev.CallFinished, call_id="x").result) == 1_000_000, "kept whole in the event"
-    assert engine.ask("again", timeout=10)
+    assert engine.ask("again", timeout=60)
     assert log.answer(turn=2) == "still here"
 
 
@@ -287,7 +287,7 @@ def test_dataflow_reference_waits_for_its_dependency(make_engine):
     script = ("[CALL] n [HEAD] number(value=21, delay=0.3) [END][CALL] d [HEAD] double(x=n) [END]"
               "[TRAP] [END][TRAP] [END]done")
     engine, log = make_engine([script])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     assert log.first(ev.CallWaiting, call_id="d").on == ("n",)
     assert log.first(ev.CallStarted, call_id="d").t >= log.first(ev.CallFinished, call_id="n").t
     assert log.first(ev.CallFinished, call_id="d").result == "42"
@@ -296,7 +296,7 @@ def test_dataflow_reference_waits_for_its_dependency(make_engine):
 def test_dataflow_reference_to_a_failed_call_fails_clearly(make_engine):
     script = "[CALL] b [HEAD] boom() [END][CALL] d [HEAD] echo(text=b) [END][TRAP] [END][TRAP] [END]"
     engine, log = make_engine([script])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     failed = log.first(ev.CallFailed, call_id="d")
     assert failed.error == "error: DependencyFailed: depends on b, which failed (error: RuntimeError: it broke)"
 
@@ -312,7 +312,7 @@ def test_markers_in_user_text_and_tool_output_never_start_a_call(make_engine, di
 
     tools.add(forge)
     engine, log = make_engine(["[CALL] e [HEAD] forge() [END][TRAP] [END]fine"], dialect=dialect, tools=tools)
-    assert engine.ask(f"please {forged} thanks", timeout=10)
+    assert engine.ask(f"please {forged} thanks", timeout=60)
     assert [c.call_id for c in log.of(ev.CallDetected)] == ["e"]
     assert not log.of(ev.CallStarted)[1:], "only the model's own call ran"
     injected = [e for e in log.of(ev.InterruptInjected) if "user" in e.sources or "e" in e.sources]
@@ -332,7 +332,7 @@ def test_markers_in_user_text_and_tool_output_never_start_a_call(make_engine, di
 def test_calls_are_detected_in_both_dialects(make_engine, dialect):
     engine, log = make_engine(['Sure.[CALL] c [HEAD] calculator(expression="17*23") [END][TRAP] [END]391.'],
                               dialect=dialect)
-    assert engine.ask("17*23?", timeout=10)
+    assert engine.ask("17*23?", timeout=60)
     assert log.first(ev.CallFinished, call_id="c").result == "391"
     assert log.answer() == "Sure.391."
 
@@ -345,7 +345,7 @@ def test_malformed_calls_get_error_interrupts(make_engine):
               "[CALL] d [HEAD] calculator(expression=5) [END]"
               "[TRAP] [END][TRAP] [END]ok")
     engine, log = make_engine([script, "next turn"])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     text = "".join(e.text for e in log.of(ev.InterruptInjected))
     assert "[INTR] a [HEAD] error: CallSyntaxError: not valid call syntax" in text
     assert "[INTR] b [HEAD] error: UnknownTool: there is no tool named 'no_such_tool'" in text
@@ -353,7 +353,7 @@ def test_malformed_calls_get_error_interrupts(make_engine):
     assert "[INTR] system [HEAD] error: BadCallId: a call with id '9x' was not run" in text
     assert "[INTR] d [HEAD] error: ArgumentError: argument 'expression' should be a string, got 5 (int) [END]" in text
     assert [e.call_id for e in log.of(ev.CallRejected)] == ["a", "b", "c", "9x"]
-    assert engine.ask("more", timeout=10) and log.answer(turn=2) == "next turn"
+    assert engine.ask("more", timeout=60) and log.answer(turn=2) == "next turn"
 
 
 def test_cancel_one_call_leaves_the_others_running(make_engine):
@@ -361,7 +361,7 @@ def test_cancel_one_call_leaves_the_others_running(make_engine):
               "[CALL] c [HEAD] wait(seconds=0.4) [END][TRAP] [END][TRAP] [END][TRAP] [END]done")
     engine, log = make_engine([script])
     log.hooks.append(lambda e: engine.cancel("b") if isinstance(e, ev.CallStarted) and e.call_id == "c" else None)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     assert log.first(ev.CallCancelled, call_id="b")
     assert {e.call_id for e in log.of(ev.CallFinished)} == {"a", "c"}
     assert "[INTR] b [HEAD] cancelled [END]" in "".join(e.text for e in log.of(ev.InterruptInjected))
@@ -371,7 +371,7 @@ def test_concurrency_is_bounded(make_engine):
     calls = "".join(f"[CALL] w{i} [HEAD] wait(seconds=0.2) [END]" for i in range(4))
     engine, log = make_engine([calls + "[TRAP] [END]" * 4],
                               config=EngineConfig(max_concurrency=2))
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     running, peak = 0, 0
     for e in log.of(ev.CallStarted, ev.CallFinished):
         running += 1 if isinstance(e, ev.CallStarted) else -1
@@ -381,12 +381,12 @@ def test_concurrency_is_bounded(make_engine):
 
 def test_a_full_context_ends_the_turn_with_a_notice_and_the_session_goes_on(make_engine):
     engine, log = make_engine([prose(300, "filler"), "fresh start"], n_ctx=1024)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     end = log.first(ev.TurnEnded)
     assert end.reason == "context_full" and end.text.startswith("filler")
     assert any("context window of 1024 tokens is full" in n.message for n in log.of(ev.Notice))
     engine.new_session()
-    assert engine.ask("again", timeout=10)
+    assert engine.ask("again", timeout=60)
     assert log.answer(turn=2) == "fresh start"
 
 
@@ -441,19 +441,19 @@ def test_a_piece_written_eight_times_in_a_row_is_a_loop():
 
 def test_a_looping_answer_is_ended_with_a_notice_and_the_session_goes_on(make_engine):
     engine, log = make_engine(["Here: " + "walse " * 12 + "done.", "Fine now."])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     end = log.first(ev.TurnEnded)
     assert end.reason == "repetition"
     assert end.text == "Here:" + " walse" * 8  # cut at the eighth time, before the script's end
     assert any("repeating itself ('walse walse walse' ...)" in n.message for n in log.of(ev.Notice))
-    assert engine.ask("and now?", timeout=10)
+    assert engine.ask("and now?", timeout=60)
     assert log.of(ev.TurnEnded)[-1].reason == "done" and log.of(ev.TurnEnded)[-1].text == "Fine now."
 
 
 def test_a_loop_while_calls_run_waits_for_them_instead(make_engine):
     """What the loop waits for enters the context (which may break it), and the answer goes on."""
     engine, log = make_engine(["[CALL] e [HEAD] echo(text='hi', delay=0.3) [END]" + "walse " * 10 + "ok."])
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     assert log.first(ev.TrapEntered).reason == "repetition"
     end = log.first(ev.TurnEnded)
     assert end.reason == "done" and end.text == "walse " * 10 + "ok."
@@ -473,11 +473,11 @@ def test_an_id_the_session_has_used_cannot_end_so_the_model_writes_on(make_engin
         return next(logits for before, logits in policy.seen if len(before) > turn_start
                     and before[-3:] == [call, space, a])
 
-    assert engine.ask("one", timeout=10)
+    assert engine.ask("one", timeout=60)
     at_first = after_call_a(0)
     assert at_first[head] > -np.inf and at_first[space] > -np.inf
     n = len(policy.written)
-    assert engine.ask("two", timeout=10)
+    assert engine.ask("two", timeout=60)
     at_second = after_call_a(n)
     assert at_second[head] == -np.inf and at_second[space] == -np.inf
     assert np.isfinite(at_second[engine.backend.tokenize("b")[0]])

@@ -84,9 +84,9 @@ def test_the_engine_keeps_a_reference_to_a_call_whose_result_fits(make_engine):
     second = "[CALL] r4 [HEAD] double(x=r1) [END][CALL] r5 [HEAD] echo(text=r2) [END]done."
     policy = RecordingPolicy([first, second])
     engine, log = make_engine(policy=policy)
-    assert engine.ask("one", timeout=10)
+    assert engine.ask("one", timeout=60)
     n = len(policy.seen)
-    assert engine.ask("two", timeout=10)
+    assert engine.ask("two", timeout=60)
     piece = lambda t: engine.backend.piece(t).decode("utf-8", "replace")  # noqa: E731
     digit = {d: engine.backend.tokenize(d)[0] for d in "1234"}
 

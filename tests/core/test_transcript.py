@@ -19,7 +19,7 @@ def test_engine_events_are_appended_as_json_lines(make_engine, tmp_path):
     writer = TranscriptWriter(path)
     engine.subscribe(writer)
     engine.start()
-    assert engine.ask("6*7?", timeout=10)
+    assert engine.ask("6*7?", timeout=60)
     writer.close()
     lines = path.read_text().splitlines()
     assert len(lines) == len(log.events)
@@ -71,7 +71,7 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
     writer = TranscriptWriter(path)
     first.subscribe(writer)
     first.start()
-    assert first.ask("6*7?", timeout=10)
+    assert first.ask("6*7?", timeout=60)
     first.send("now wait")
     log1.wait_for(lambda e: isinstance(e, ev.CallStarted) and e.call_id == "w")
     first.stop_and_wait()
@@ -88,7 +88,7 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
     # what typed references need: which tool each call ran, and which calls failed or were cancelled
     assert second._producers == {"c": "calculator", "w": "wait"} and second._failed == {"w"}
     assert second.backend.kv_positions() == kv_before
-    assert second.ask("again", timeout=10)
+    assert second.ask("again", timeout=60)
     opening = log2.of(ev.InterruptInjected)[0]
     assert "[INTR] w [HEAD] cancelled [END]" in opening.text, "the stop's cancellation still enters"
     prefix = next(e for e in log2.of(ev.ContextExtended) if e.reason == "turn-prefix")

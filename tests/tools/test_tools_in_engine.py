@@ -27,7 +27,7 @@ def test_bad_arguments_from_the_model_get_a_clear_error_payload(make_engine):
     script = ('[CALL] t [HEAD] convert_time(time="10:00", from_timezone="UTC") [END]'
               '[CALL] r [HEAD] read_file(path="../../etc/passwd") [END][TRAP] [END][TRAP] [END]ok')
     engine, log = make_engine([script], tools=default_registry())
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     text = "".join(e.text for e in log.of(ev.InterruptInjected))
     assert "[INTR] t [HEAD] error: ArgumentError: convert_time is missing the required argument 'to_timezone' [END]" in text
     assert "[INTR] r [HEAD] error: SandboxError: '../../etc/passwd' is a path outside the allowed folder" in text
@@ -45,7 +45,7 @@ def test_shell_asks_for_confirmation_before_each_run(make_engine, tmp_path):
             threading.Timer(0.1, engine.confirm, (e.call_id, answers[e.call_id])).start()
 
     log.hooks.append(answer)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     assert {e.call_id for e in log.of(ev.CallNeedsConfirmation)} == {"yes", "no"}
     assert log.first(ev.CallFinished, call_id="yes").result == '{"exit_code":0,"output":"allowed\\n"}'
     assert log.first(ev.CallFailed, call_id="no").error == "error: NotConfirmed: the user did not allow shell to run"
@@ -69,7 +69,7 @@ def test_invalid_text_from_a_tool_never_crashes_a_turn(make_engine):
     tools.add(surrogate)
     engine, log = make_engine(["[CALL] b [HEAD] raw_bytes() [END][CALL] s [HEAD] surrogate() [END]"
                                "[TRAP] [END][TRAP] [END]fine"], tools=tools)
-    assert engine.ask("go", timeout=10)
+    assert engine.ask("go", timeout=60)
     text = "".join(e.text for e in log.of(ev.InterruptInjected))
     assert "[INTR] b [HEAD] ok \ufffd\ufffd\ufffd end [END]" in text
     assert log.answer() == "fine" and log.first(ev.TurnEnded).reason == "done"

@@ -17,7 +17,9 @@ if shutil.which("tmux") is None:
         raise RuntimeError("tmux is required for the terminal tests; .ci/run installs it")
     pytest.skip("tmux is not installed", allow_module_level=True)
 
-SCRIPT = ('On it.[CALL] w1 [HEAD] wait(seconds=4) [END][CALL] c1 [HEAD] calculator(expression="17*23") [END]'
+# the wait outlasts the scripted words by far, so the panes are seen while it runs even when the
+# machine is busy and decoding slow (about 40 tokens must go through the model before it ends)
+SCRIPT = ('On it.[CALL] w1 [HEAD] wait(seconds=15) [END][CALL] c1 [HEAD] calculator(expression="17*23") [END]'
           "Working on both while they run.[TRAP] [END] 17*23 is 391.[TRAP] [END] The wait is over.")
 
 
@@ -54,10 +56,10 @@ def test_chat_in_a_real_terminal(tmp_path):
     tmux("send-keys", "-t", session, "Enter")
     try:
         wait_for(session, "async mode")
-        tmux("send-keys", "-t", session, "-l", "Wait 4s and compute 17*23")
+        tmux("send-keys", "-t", session, "-l", "Wait 15s and compute 17*23")
         tmux("send-keys", "-t", session, "Enter")
         shown = wait_for(session, "calculator(expression=")
-        assert "wait(seconds=4)" in shown and "running" in shown, f"panes show while the wait runs:\n{shown}"
+        assert "wait(seconds=15)" in shown and "running" in shown, f"panes show while the wait runs:\n{shown}"
         wait_for(session, "Working")
         assert "running" in screen(session), "the wait still runs when the user types"
         # Mid-answer, while the wait still runs: the message enters the answer.
