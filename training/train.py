@@ -177,6 +177,14 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     torch.use_deterministic_algorithms(True)
     start = torch.load(init, map_location="cpu", weights_only=False) if init else None
     pieces, train_rows, val_rows = build_data(args, work, start["pieces"] if start else None)
+    ckpt = work / "checkpoint.pt"
+    if args.resume and ckpt.exists() and not start:
+        # the weights were trained with the checkpoint's tokenizer: keep it, even where the data has
+        # changed since (a changed generator learns other pieces, and the weights would read them wrong)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["pieces"]
+        if saved != pieces:
+            _log("data: the checkpoint's tokenizer differs from the one this data would learn; keeping the checkpoint's")
+            pieces, train_rows, val_rows = build_data(args, work, saved)
     vocab = build_vocab(pieces)
     tokens_of_vocab = vocab.tokens
     eos = tokens_of_vocab.index("</s>")
@@ -235,7 +243,6 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_rows.ids))
     log_path = work / "log.jsonl"
-    ckpt = work / "checkpoint.pt"
     first, tokens, cursor, spent = 0, 0, 0, 0.0
     if args.resume and ckpt.exists():  # continue a run: weights, optimiser, batch order, counters
         state = torch.load(ckpt, map_location="cpu", weights_only=False)

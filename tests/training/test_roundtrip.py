@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 
 import numpy as np
@@ -125,6 +126,24 @@ def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained):
     steps = [r["step"] for r in map(__import__("json").loads, (work / "log.jsonl").read_text().splitlines())]
     assert steps[:6] == [0, 1, 2, 3, 4, 5] and steps[-2:] == [6, 7]
     assert torch.load(ckpt, weights_only=False)["step"] == 7
+
+
+def test_a_resumed_run_keeps_its_tokenizer_when_the_data_has_changed(trained, tmp_path):
+    work, _ = trained
+    resumed = tmp_path / "resumed"
+    shutil.copytree(work, resumed)
+    before = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    shape = ["--sessions", "40", "--val-sessions", "4", "--vocab", "600", "--row", "512", "--batch", "2",
+             "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128", "--no-compile", "--workers", "1",
+             "--threads", "2", "--seed", "7"]  # another seed: other sessions, from which other pieces are learnt
+    (tmp_path / "fresh").mkdir()
+    learnt, _, _ = pipeline.build_data(pipeline.parse_args(shape + ["--work", str(tmp_path / "fresh")]),
+                                       tmp_path / "fresh")
+    assert learnt != before["pieces"], "the new data would learn another tokenizer"
+    pipeline.train(pipeline.parse_args(shape + ["--steps", str(before["step"] + 2), "--resume",
+                                                "--work", str(resumed)]))
+    after = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    assert after["step"] == before["step"] + 1 and after["pieces"] == before["pieces"]
 
 
 def test_the_second_stage_starts_from_the_first_stages_weights_and_tokenizer(tmp_path):
