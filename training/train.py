@@ -11,7 +11,8 @@ continues from its weights and tokenizer on the full sessions (every tool, sever
 rows). ``--first-steps 0`` trains the full sessions alone.
 
 A checkpoint is written every ``--checkpoint-every`` steps; ``--resume`` continues from it (with a
-larger ``--steps`` to train longer), so a run can be split over several sittings.
+larger ``--steps`` to train longer), so a run can be split over several sittings. A resumed run keeps
+the checkpoint's tokenizer, even when the sessions have changed since.
 
 Every stage is deterministic from ``--seed``: the sessions (seeds ``seed*10**6 + i``), the BPE, the
 packing order, the initial weights and the batch order. Work files go to ``--work`` and are reused
