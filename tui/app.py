@@ -521,6 +521,8 @@ class ChatApp(App):
         elif isinstance(e, ev.InterruptQueued):
             if e.source == "user":
                 self._user_queued.append(e.payload)
+        elif isinstance(e, (ev.SessionStarted, ev.SessionResumed)):
+            self._user_queued.clear()  # a message a resumed session never took in is not sent again
         elif isinstance(e, ev.InterruptInjected):
             said = [self._user_queued.popleft() if self._user_queued else "" for s in e.sources if s == "user"]
             view = self.current
