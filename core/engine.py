@@ -588,7 +588,7 @@ class Engine:
         self._injected += len(tokens)
         self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
                                         text=text, latency=now - min(i.queued_at for i in items),
-                                        prefill=now - started))
+                                        prefill=now - started, payloads=tuple(i.payload for i in items)))
         if notify:
             self.policy.injected(items)
 

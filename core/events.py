@@ -191,6 +191,7 @@ class InterruptInjected(Event):
     text: str  # the exact text that entered the context
     latency: float  # seconds from the oldest one's queueing to being in the KV cache
     prefill: float = 0.0  # seconds of that spent evaluating the interrupts' own tokens
+    payloads: tuple[str, ...] = ()  # what each source said, in order (empty in older transcripts)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
+import itertools
 import time
 from functools import partial
 from pathlib import Path
@@ -153,9 +154,6 @@ class ChatApp(App):
         self._theme = theme
         self._startup_notices = notices or []
         self.turns: dict[int, TurnView] = {}
-        # the user's messages queued and not yet in the context, oldest first: an injection that
-        # carries one beside results names it in its marker
-        self._user_queued: collections.deque[str] = collections.deque()
         self.current: TurnView | None = None
         self.panes: dict[str, ToolPane] = {}
         self.timeline_model = TimelineModel()
@@ -396,7 +394,6 @@ class ChatApp(App):
         self.query_one("#transcript").remove_children()
         self.turns.clear()
         self.panes.clear()
-        self._user_queued.clear()
         self.current = None
         self.notify("New session: the context is empty.")
 
@@ -518,22 +515,16 @@ class ChatApp(App):
         elif isinstance(e, ev.CallRejected):
             if self.current is not None:
                 await self.current.mark(Text(f"✗ call {e.call_id or '?'} rejected: {e.reason}", style="red"))
-        elif isinstance(e, ev.InterruptQueued):
-            if e.source == "user":
-                self._user_queued.append(e.payload)
-        elif isinstance(e, (ev.SessionStarted, ev.SessionResumed)):
-            self._user_queued.clear()  # a message a resumed session never took in is not sent again
         elif isinstance(e, ev.InterruptInjected):
-            said = [self._user_queued.popleft() if self._user_queued else "" for s in e.sources if s == "user"]
             view = self.current
             if view is None or not self.busy or view.segment is None and not view.answer_parts:
                 return  # a turn's opening interrupts are the user's message, already shown
             when = e.t - (tl.start or e.t)
-            for source in e.sources:
+            for source, payload in itertools.zip_longest(e.sources, e.payloads, fillvalue=""):
                 label = Text(f"↳ +{when:.1f}s ", style="dim")
                 if source == "user":
                     label.append("you: ", style="bold magenta")
-                    label.append(said.pop(0).strip() or "(message)")
+                    label.append(payload.strip() or "(message)")
                 elif source == "system":
                     label.append("system notice", style="yellow")
                 else:
@@ -615,7 +606,8 @@ def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]
             lines += [f"> `{e.call_id}` was cancelled", ""]
         elif isinstance(e, ev.InterruptInjected) and "user" in e.sources and answer:
             flush()
-            lines += [f"> (+{e.t - t0:.1f}s) you interrupted: {e.text}", ""]
+            said = " / ".join(p.strip() for s, p in zip(e.sources, e.payloads) if s == "user") or e.text
+            lines += [f"> (+{e.t - t0:.1f}s) you interrupted: {said}", ""]
         elif isinstance(e, ev.TurnEnded):
             flush()
             if e.reason != "done":

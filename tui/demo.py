@@ -313,10 +313,9 @@ class DemoRecorder:
                             ev.CallCancelled: "cancelled"}[type(e)]
             self._bump("call_ended")
         elif isinstance(e, ev.InterruptInjected) and turn.first_token is not None:
-            for source in e.sources:
+            for source, payload in zip(e.sources, e.payloads):
                 if source == "user":
-                    payload = e.text.split("[HEAD]", 1)[-1].rsplit("[END]", 1)[0].strip()
-                    turn.user_interrupts.append((e.t, payload))
+                    turn.user_interrupts.append((e.t, payload.strip()))
                     self._bump("user_interrupt")
                 elif source != "system":
                     turn.results.append((e.t, source))
