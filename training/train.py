@@ -179,10 +179,11 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     start = torch.load(init, map_location="cpu", weights_only=False) if init else None
     pieces, train_rows, val_rows = build_data(args, work, start["pieces"] if start else None)
     ckpt = work / "checkpoint.pt"
-    if args.resume and ckpt.exists() and not start:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False) if args.resume and ckpt.exists() else None
+    if state is not None and not start:
         # the weights were trained with the checkpoint's tokenizer: keep it, even where the data has
         # changed since (a changed generator learns other pieces, and the weights would read them wrong)
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["pieces"]
+        saved = state["pieces"]
         if saved != pieces:
             _log("data: the checkpoint's tokenizer differs from the one this data would learn; keeping the checkpoint's")
             pieces, train_rows, val_rows = build_data(args, work, saved)
@@ -245,8 +246,7 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     order = rng.permutation(len(train_rows.ids))
     log_path = work / "log.jsonl"
     first, tokens, cursor, spent = 0, 0, 0, 0.0
-    if args.resume and ckpt.exists():  # continue a run: weights, optimiser, batch order, counters
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if state is not None:  # continue a run: weights, optimiser, batch order, counters
         model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:  # a checkpoint without one restarts the moments
             opt.load_state_dict(state["optimizer"])
