@@ -276,7 +276,6 @@ def test_resume_restores_a_session(tiny_model, tmp_path):
     asyncio.run(go())
 
 
-
 def test_a_message_that_enters_beside_a_result_is_shown_with_its_words(tiny_model, tmp_path):
     """In sync mode the answer waits at a call's end for its result, and a message typed meanwhile
     waits too: both enter together. The message's marker shows what the user typed, as it does for a
