@@ -8,6 +8,7 @@ loop), so a subscriber must be quick and thread-safe: hand the event over to you
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -192,6 +193,10 @@ class InterruptInjected(Event):
     latency: float  # seconds from the oldest one's queueing to being in the KV cache
     prefill: float = 0.0  # seconds of that spent evaluating the interrupts' own tokens
     payloads: tuple[str, ...] = ()  # what each source said, in order (empty in older transcripts)
+
+    def said(self) -> list[tuple[str, str]]:
+        """Each source with what it said; "" where an older transcript did not record it."""
+        return list(itertools.zip_longest(self.sources, self.payloads, fillvalue=""))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

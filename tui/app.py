@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import itertools
 import time
 from functools import partial
 from pathlib import Path
@@ -520,7 +519,7 @@ class ChatApp(App):
             if view is None or not self.busy or view.segment is None and not view.answer_parts:
                 return  # a turn's opening interrupts are the user's message, already shown
             when = e.t - (tl.start or e.t)
-            for source, payload in itertools.zip_longest(e.sources, e.payloads, fillvalue=""):
+            for source, payload in e.said():
                 label = Text(f"↳ +{when:.1f}s ", style="dim")
                 if source == "user":
                     label.append("you: ", style="bold magenta")
@@ -579,6 +578,7 @@ def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]
     lines = ["# asynclm transcript", ""]
     answer: list[str] = []
     t0 = 0.0
+    answering = False  # the turn's first interrupts are the user's message, already written
 
     def flush() -> None:
         if answer:
@@ -587,10 +587,11 @@ def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]
 
     for e in events:
         if isinstance(e, ev.TurnStarted):
-            t0 = e.t
+            t0, answering = e.t, False
             lines += [f"## You (turn {e.turn})", "", e.text, "", "## asynclm", ""]
         elif isinstance(e, ev.TokenGenerated):
             answer.append(e.text)
+            answering = True
         elif isinstance(e, ev.CallDetected):
             flush()
             lines += [f"- call `{e.call_id}`: `{e.expr}`", ""]
@@ -604,9 +605,9 @@ def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]
         elif isinstance(e, ev.CallCancelled):
             flush()
             lines += [f"> `{e.call_id}` was cancelled", ""]
-        elif isinstance(e, ev.InterruptInjected) and "user" in e.sources and answer:
+        elif isinstance(e, ev.InterruptInjected) and "user" in e.sources and answering:
             flush()
-            said = " / ".join(p.strip() for s, p in zip(e.sources, e.payloads) if s == "user") or e.text
+            said = " / ".join(p.strip() for s, p in e.said() if s == "user" and p.strip()) or e.text
             lines += [f"> (+{e.t - t0:.1f}s) you interrupted: {said}", ""]
         elif isinstance(e, ev.TurnEnded):
             flush()

@@ -313,7 +313,7 @@ class DemoRecorder:
                             ev.CallCancelled: "cancelled"}[type(e)]
             self._bump("call_ended")
         elif isinstance(e, ev.InterruptInjected) and turn.first_token is not None:
-            for source, payload in zip(e.sources, e.payloads):
+            for source, payload in e.said():
                 if source == "user":
                     turn.user_interrupts.append((e.t, payload.strip()))
                     self._bump("user_interrupt")

@@ -9,7 +9,7 @@ from asynclm.core import events as ev
 from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
-from asynclm.tui.app import ChatApp
+from asynclm.tui.app import ChatApp, export_transcript
 from asynclm.tui.widgets import PromptArea, ToolPane
 from conftest import make_test_tools, prose
 
@@ -210,6 +210,24 @@ def test_export_writes_markdown_and_json_lines(tiny_model, tmp_path):
             lines = jsonl[0].read_text().splitlines()
             assert len(lines) == len(app.events) and '"type": "TurnEnded"' in lines[-1]
     asyncio.run(go())
+
+
+def test_export_quotes_what_the_user_said_mid_answer_even_from_older_transcripts(tmp_path):
+    said = ev.InterruptInjected(t=2.0, sources=("a", "user"), n_tokens=9, position=40, text="[INTR] ...",
+                                latency=0.01, payloads=("12", " and Paris "))
+    older = ev.InterruptInjected(t=2.5, sources=("user",), n_tokens=5, position=60, text="[INTR] user: stop",
+                                 latency=0.01)  # written before payloads were recorded
+    assert said.said() == [("a", "12"), ("user", " and Paris ")] and older.said() == [("user", "")]
+    opening = ev.InterruptInjected(t=1.0, sources=("user",), n_tokens=5, position=0, text="[INTR] user: weather",
+                                   latency=0.01, payloads=("weather",))
+    events = [ev.TurnStarted(t=1.0, turn=1, text="weather"), opening,
+              ev.TokenGenerated(t=1.5, token=1, text="Looking", in_block=False), said, older,
+              ev.TurnEnded(t=3.0, turn=1, reason="done", text="Looking")]
+    md, _ = export_transcript(events, tmp_path)
+    text = md.read_text()
+    assert "(+1.0s) you interrupted: and Paris\n" in text, text
+    assert "(+1.5s) you interrupted: [INTR] user: stop\n" in text, text
+    assert "you interrupted: weather" not in text, "the opening message is the turn's heading, not an interrupt"
 
 
 def test_a_failed_tool_shows_its_error(tiny_model, tmp_path):
