@@ -45,11 +45,13 @@ class MeasuredApp(ChatApp):
             self.call_after_refresh(lambda: self.latencies.append(time.monotonic() - sent))
 
 
-async def measure(path: Path, keys: int, seed: int, switch_interval: float | None = None) -> dict:
+async def measure(path: Path, keys: int, seed: int, switch_interval: float | None = None,
+                  threads: int | None = None) -> dict:
     text = ("The answer streams on, word after word, while you type. " * 6 + "\n\n") * 300
 
     def make_engine(progress):
-        backend = LlamaBackend(path, n_ctx=131072 if "tiny" in path.name else 32768, n_threads=2)
+        backend = LlamaBackend(path, n_ctx=131072 if "tiny" in path.name else 32768,
+                               n_threads=threads)
         return Engine(backend, default_registry(), policy=ScriptedPolicy([text]),
                       config=EngineConfig(max_turn_tokens=10**6))
 
@@ -82,7 +84,7 @@ async def measure(path: Path, keys: int, seed: int, switch_interval: float | Non
     sys.setswitchinterval(before)
     lat = sorted(app.latencies)
     return {
-        "model": path.stem, "keys": len(lat), "busy_throughout": still_busy,
+        "model": path.stem, "threads": threads or "default", "keys": len(lat), "busy_throughout": still_busy,
         "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "max_ms": 1000 * lat[-1], "mean_ms": 1000 * statistics.mean(lat),
         "ui_updates_per_s": (app.updates - updates_before) / elapsed, "decode_tok_s": tokens / elapsed,
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--switch-interval", type=float, default=None, metavar="SECONDS",
                    help="Python's thread switch interval for the run (default: Python's, 5 ms)")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: the app's)")
     p.add_argument("--only", choices=["tiny", "small"], default=None, help="measure one model shape")
     args = p.parse_args(argv)
     results = []
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             path = write_random_llama(Path(tmp) / f"{name}.gguf", vocab=cml_char_vocab(size=size),
                                       shape=shape, name=f"random-{name}")
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results.append(asyncio.run(measure(path, args.keys, args.seed, args.switch_interval)))
+            results.append(asyncio.run(measure(path, args.keys, args.seed, args.switch_interval, args.threads)))
     print(f"{'model':<8} {'keys':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'UI updates/s':>13} {'decode tok/s':>13}")
     for r in results:
         print(f"{r['model']:<8} {r['keys']:>5} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} "

@@ -117,6 +117,26 @@ class ModelInfo:
     metadata: dict[str, str]
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> tuple[int, int]:
+    """Decode and prompt threads when none are given: half the cores for decoding, all for prompts.
+
+    A decode step is one small graph whose threads meet at a barrier after every operation; when
+    another thread needs the same core (a tool, the interface, a build beside the session), one
+    of them waits for the other's time slice at each barrier and decoding collapses (figures in
+    docs/performance.md). Prompts and interrupts are evaluated in batches, with far fewer barriers
+    per token, and keep every core."""
+    cores = available_cores()
+    return max(1, cores // 2), cores
+
+
 class LlamaBackend:
     """One model, one context, one sequence: append tokens, read logits."""
 
@@ -160,14 +180,14 @@ class LlamaBackend:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
 
-        threads = n_threads or max(1, os.cpu_count() or 1)
+        threads, batch_threads = (n_threads, n_threads) if n_threads else default_threads()
         cparams = llama_cpp.llama_context_default_params()
         # 0 means the model's own trained context (capped: a 128k-token cache would not fit memory).
         cparams.n_ctx = n_ctx if n_ctx > 0 else min(n_ctx_train, DEFAULT_MAX_CTX)
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_threads = threads
-        cparams.n_threads_batch = threads
+        cparams.n_threads_batch = batch_threads
         cparams.no_perf = False
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
@@ -182,7 +202,7 @@ class LlamaBackend:
         self.n_ctx = llama_cpp.llama_n_ctx(ctx)
         # llama.cpp may lower the batch size (it never exceeds n_ctx); chunk by what it chose.
         self.n_batch = min(llama_cpp.llama_n_batch(ctx), llama_cpp.llama_n_ubatch(ctx))
-        self.n_threads = threads
+        self.n_threads, self.n_threads_batch = threads, batch_threads
         self.n_past = 0
         self.n_evaluated = 0  # tokens evaluated since load (never reset): the prefix-reuse witness
 

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how markers and interrupts are written (default: from the model: native, else chat "
                         "where its chat template has tool messages, else text)")
     p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens (default: the model's own, up to 8192)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="decode threads")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="llama.cpp threads (default: half the cores to decode, all of them for prompts)")
     p.add_argument("--temperature", type=float, default=None,
                    help="0 is greedy (default: 0 for the embedded model, with --repeat-penalty 1; else 0.7)")
     p.add_argument("--top-k", type=int, default=None)

@@ -77,3 +77,20 @@ def test_eval_appends_and_reads_fresh_logits(tiny_model):
     assert b.n_past == n == b.kv_positions(), "a refused eval changes nothing"
     b.reset()
     assert b.n_past == 0 and b.kv_positions() == 0
+
+
+def test_decoding_leaves_half_the_cores_to_tools_unless_told(tiny_model, monkeypatch):
+    import llama_cpp
+
+    from asynclm.core import llama
+
+    assert llama.available_cores() == len(os.sched_getaffinity(0))
+    for cores, decode in ((1, 1), (2, 1), (8, 4)):
+        monkeypatch.setattr(llama, "available_cores", lambda cores=cores: cores)
+        b = LlamaBackend(tiny_model, n_ctx=64)
+        got = llama_cpp.llama_n_threads(b._ctx), llama_cpp.llama_n_threads_batch(b._ctx)
+        assert got == (decode, cores) == (b.n_threads, b.n_threads_batch), (cores, got)
+        b.close()
+    b = LlamaBackend(tiny_model, n_ctx=64, n_threads=3)
+    assert (llama_cpp.llama_n_threads(b._ctx), llama_cpp.llama_n_threads_batch(b._ctx)) == (3, 3)
+    b.close()
