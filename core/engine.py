@@ -93,6 +93,8 @@ def repeating(text: str, repeats: int = REPEATS) -> str:
         return text[-1]
     for size in range(2, min(40, len(text) // repeats) + 1):
         unit = text[-size:]
+        if text[-2 * size:-size] != unit:
+            continue  # not even twice in a row: most sizes, on every token, decided by one comparison
         if any(ch.isalpha() for ch in unit):
             times = repeats
         elif any(ch.isdigit() for ch in unit) and len(set(unit)) > 1:
