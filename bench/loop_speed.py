@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -41,19 +42,26 @@ PROMPT = "Tell me about the weather in Oslo and Lima, then add 17 and 23."
 
 
 class FreeTextPolicy(SampledPolicy):
-    """Greedy sampling that never writes a marker or ends the answer, so every token is plain text."""
+    """Greedy sampling that never writes a marker or ends the answer, so every token is plain text,
+    and never repeats one of its last ``FRESH`` tokens: a random-weights model left to itself loops,
+    and the engine ends a looping answer."""
+
+    FRESH = 48
 
     def __init__(self, extra: np.ndarray) -> None:
         super().__init__(Sampler(GREEDY))
         self._extra = extra
         self._cache: dict[int, np.ndarray] = {}
+        self._recent: collections.deque[int] = collections.deque(maxlen=self.FRESH)
 
     def choose(self, logits: np.ndarray, banned: np.ndarray) -> int:
         key = id(banned)
         merged = self._cache.get(key)
         if merged is None:
             merged = self._cache[key] = np.union1d(banned, self._extra)
-        return self.sampler.sample(logits, merged)
+        token = self.sampler.sample(logits, np.concatenate((merged, np.fromiter(self._recent, np.int64))))
+        self._recent.append(token)
+        return token
 
 
 def _free_text_bans(backend: LlamaBackend) -> np.ndarray:
