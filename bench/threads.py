@@ -50,7 +50,7 @@ def measure(backend: LlamaBackend, counts: list[int], n: int, rounds: int) -> di
     prefills: dict[int, list[float]] = {c: [] for c in counts}
     for _ in range(rounds):
         for c in counts:
-            backend._lib.llama_set_n_threads(backend._ctx, c, c)
+            backend.set_threads(c, c)
             speeds[c].append(off_main_thread(bare_loop, backend, n))
             prefills[c].append(off_main_thread(prefill_ms, backend, opening))
     return {c: {"tok_s": [round(s, 1) for s in speeds[c]], "tok_s_median": round(statistics.median(speeds[c]), 1),

@@ -352,6 +352,11 @@ class LlamaBackend:
         data = self._lib.llama_perf_context(self._ctx)
         return int(data.n_p_eval), int(data.n_eval)
 
+    def set_threads(self, decode: int, batch: int) -> None:
+        """Threads for single-token decoding and for batches from now on (takes effect at once)."""
+        self._lib.llama_set_n_threads(self._ctx, decode, batch)
+        self.n_threads, self.n_threads_batch = decode, batch
+
     def reset(self) -> None:
         """Empty the context (a new session)."""
         self._lib.llama_memory_clear(self._memory, True)

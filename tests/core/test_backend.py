@@ -93,4 +93,7 @@ def test_decoding_leaves_half_the_cores_to_tools_unless_told(tiny_model, monkeyp
         b.close()
     b = LlamaBackend(tiny_model, n_ctx=64, n_threads=3)
     assert (llama_cpp.llama_n_threads(b._ctx), llama_cpp.llama_n_threads_batch(b._ctx)) == (3, 3)
+    b.set_threads(1, 2)
+    assert (llama_cpp.llama_n_threads(b._ctx), llama_cpp.llama_n_threads_batch(b._ctx)) == (1, 2)
+    assert (b.n_threads, b.n_threads_batch) == (1, 2)
     b.close()
