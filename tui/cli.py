@@ -103,6 +103,11 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
             setattr(args, name, getattr(settings.sampling, name) if given else EMBEDDED_SAMPLING[name])
     if not args.copy_bias >= 0:
         raise UsageError(f"--copy-bias must be 0 (off) or more, not {args.copy_bias}.")
+    from asynclm.core.llama import available_cores
+
+    if args.threads and not 0 < args.threads <= available_cores():
+        raise UsageError(f"--threads must be from 1 to {available_cores()}, the cores this process may use "
+                         f"(more only make llama.cpp's threads wait for each other), not {args.threads}.")
     return settings
 
 

@@ -76,6 +76,29 @@ def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, ti
         load_settings(tmp_path / "bad.toml")
 
 
+def test_threads_are_checked_against_the_cores(tmp_path, tiny_model):
+    import os
+
+    from asynclm.tui.cli import UsageError, apply_settings, build_parser
+
+    cores = len(os.sched_getaffinity(0))
+
+    def threads(*argv: str) -> int | None:
+        args = build_parser().parse_args(["--model", str(tiny_model), "--config", str(tmp_path / "none.toml"),
+                                          *argv])
+        apply_settings(args)
+        return args.threads
+
+    assert threads() is None and threads("--threads", "0") == 0  # the default
+    assert threads("--threads", str(cores)) == cores
+    for bad in (-1, cores + 1, 1000):
+        with pytest.raises(UsageError, match=f"--threads must be from 1 to {cores}, .* not {bad}"):
+            threads("--threads", str(bad))
+    (tmp_path / "eight.toml").write_text(f"threads = {cores + 6}\n")
+    with pytest.raises(UsageError, match="--threads must be from 1"):
+        apply_settings(build_parser().parse_args(["--model", str(tiny_model), "--config", str(tmp_path / "eight.toml")]))
+
+
 def test_the_embedded_model_decodes_greedily_unless_sampling_is_set(tmp_path, tiny_model):
     from asynclm import EMBEDDED_MODEL
     from asynclm.tui.cli import apply_settings, build_parser
