@@ -203,6 +203,7 @@ class LlamaBackend:
         # llama.cpp may lower the batch size (it never exceeds n_ctx); chunk by what it chose.
         self.n_batch = min(llama_cpp.llama_n_batch(ctx), llama_cpp.llama_n_ubatch(ctx))
         self.n_threads, self.n_threads_batch = threads, batch_threads
+        self._logits_row = ctypes.c_float * self.n_vocab
         self.n_past = 0
         self.n_evaluated = 0  # tokens evaluated since load (never reset): the prefix-reuse witness
 
@@ -340,8 +341,8 @@ class LlamaBackend:
 
     def logits(self) -> np.ndarray:
         """The last evaluated token's logits, read from the context (a view, valid until next eval)."""
-        ptr = self._lib.llama_get_logits_ith(self._ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        ptr = self._lib.llama_get_logits_ith(self._ctx, -1)  # asked for after every eval: never stale
+        return np.frombuffer(self._logits_row.from_address(ctypes.addressof(ptr.contents)), dtype=np.float32)
 
     def kv_positions(self) -> int:
         """How many positions the KV cache holds for the sequence, as llama.cpp itself reports."""
