@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import random
@@ -52,15 +51,17 @@ class FreeTextPolicy(SampledPolicy):
         super().__init__(Sampler(GREEDY))
         self._extra = extra
         self._cache: dict[int, np.ndarray] = {}
-        self._recent: collections.deque[int] = collections.deque(maxlen=self.FRESH)
+        self._recent = np.full(self.FRESH, extra[0] if extra.size else 0, dtype=np.int64)  # a ring
+        self._written = 0
 
     def choose(self, logits: np.ndarray, banned: np.ndarray) -> int:
         key = id(banned)
         merged = self._cache.get(key)
         if merged is None:
             merged = self._cache[key] = np.union1d(banned, self._extra)
-        token = self.sampler.sample(logits, np.concatenate((merged, np.fromiter(self._recent, np.int64))))
-        self._recent.append(token)
+        token = self.sampler.sample(logits, np.concatenate((merged, self._recent)))
+        self._recent[self._written % self.FRESH] = token
+        self._written += 1
         return token
 
 
