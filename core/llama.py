@@ -202,7 +202,6 @@ class LlamaBackend:
         self.n_ctx = llama_cpp.llama_n_ctx(ctx)
         # llama.cpp may lower the batch size (it never exceeds n_ctx); chunk by what it chose.
         self.n_batch = min(llama_cpp.llama_n_batch(ctx), llama_cpp.llama_n_ubatch(ctx))
-        self.n_threads, self.n_threads_batch = threads, batch_threads
         self._logits_row = ctypes.c_float * self.n_vocab
         self.n_past = 0
         self.n_evaluated = 0  # tokens evaluated since load (never reset): the prefix-reuse witness
@@ -353,10 +352,19 @@ class LlamaBackend:
         data = self._lib.llama_perf_context(self._ctx)
         return int(data.n_p_eval), int(data.n_eval)
 
+    @property
+    def n_threads(self) -> int:
+        """Threads llama.cpp decodes single tokens with."""
+        return self._lib.llama_n_threads(self._ctx)
+
+    @property
+    def n_threads_batch(self) -> int:
+        """Threads llama.cpp evaluates batches (prompts, interrupts) with."""
+        return self._lib.llama_n_threads_batch(self._ctx)
+
     def set_threads(self, decode: int, batch: int) -> None:
         """Threads for single-token decoding and for batches from now on (takes effect at once)."""
         self._lib.llama_set_n_threads(self._ctx, decode, batch)
-        self.n_threads, self.n_threads_batch = decode, batch
 
     def reset(self) -> None:
         """Empty the context (a new session)."""
