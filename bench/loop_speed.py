@@ -225,6 +225,19 @@ def measure(name: str, path: Path, threads: int, n: int, rounds: int) -> dict:
             "bare_tok_s": b, "engine_tok_s": e, "ratio": e / b, "markers_seen": events, **lat}
 
 
+SHAPES = {"test": (TINY, None, "f32"), "small": (SMALL, 1000, "f32"), "realistic": (REALISTIC, 32000, "f16")}
+
+
+def write_shape(name: str, folder: Path) -> Path:
+    """Write the generated shape ``name`` (one of ``SHAPES``) into ``folder`` and let the disk settle."""
+    shape, size, dtype = SHAPES[name]
+    path = write_random_llama(folder / f"{name}.gguf", vocab=cml_char_vocab(size=size), shape=shape,
+                              dtype=dtype, name=f"random-{name}")
+    os.sync()
+    time.sleep(2)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", default=[], help="also measure this GGUF (repeatable)")
@@ -236,18 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the results here")
     args = p.parse_args(argv)
 
-    shapes = {"test": (TINY, None, "f32"), "small": (SMALL, 1000, "f32"), "realistic": (REALISTIC, 32000, "f16")}
     results = []
     todo = [(name, None) for name in args.shapes.split(",") if name and name != "none"]
     todo += [(Path(m).name, Path(m)) for m in args.model]
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in todo:
-            if path is None:  # a generated shape: write it, let the disk settle, then measure
-                shape, size, dtype = shapes[name]
-                path = write_random_llama(Path(tmp) / f"{name}.gguf", vocab=cml_char_vocab(size=size),
-                                          shape=shape, dtype=dtype, name=f"random-{name}")
-                os.sync()
-                time.sleep(2)
+            if path is None:
+                path = write_shape(name, Path(tmp))
             n = args.tokens if name != "realistic" else max(60, args.tokens // 4)
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
             results.append(measure(name, path, args.threads, n, args.rounds))

@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from loop_speed import bare_loop, off_main_thread, opening_tokens
+from loop_speed import bare_loop, off_main_thread, opening_tokens, write_shape
 
 from asynclm import EMBEDDED_MODEL
 from asynclm.core.llama import LlamaBackend, available_cores
-from asynclm.core.modelgen import REALISTIC, cml_char_vocab, write_random_llama
 
 
 def _spin() -> None:
@@ -96,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         todo += [(Path(m).name, Path(m), args.tokens) for m in args.model]
         for name, path, n in todo:
             if path is None:
-                path = write_random_llama(Path(tmp) / "realistic.gguf", vocab=cml_char_vocab(size=32000),
-                                          shape=REALISTIC, dtype="f16", name="random-realistic")
-                os.sync()
-                time.sleep(2)
+                path = write_shape(name, Path(tmp))
             results.append(run(name, path, counts, busy, n, args.rounds))
     print(f"{'model':<12} {'threads':>7} {'idle tok/s':>11} {'idle prefill':>13} "
           f"{'busy tok/s':>11} {'busy prefill':>13}")
