@@ -105,8 +105,9 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
         raise UsageError(f"--copy-bias must be 0 (off) or more, not {args.copy_bias}.")
     from asynclm.core.llama import available_cores
 
-    if args.threads and not 0 < args.threads <= available_cores():
-        raise UsageError(f"--threads must be from 1 to {available_cores()}, the cores this process may use "
+    cores = available_cores()
+    if args.threads and not 0 < args.threads <= cores:
+        raise UsageError(f"--threads must be from 1 to {cores}, the cores this process may use "
                          f"(more only make llama.cpp's threads wait for each other), not {args.threads}.")
     return settings
 
