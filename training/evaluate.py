@@ -22,6 +22,11 @@ Measures (each over the episodes it applies to):
 - user interrupts acted on: the calls a mid-answer message asked for were written after it;
 - errors reported honestly: a failed call is reported as a failure ("couldn't", "failed", ...).
 
+``--everyday`` runs a fixed list of hand-written requests instead, the kind people type first (a
+greeting, "what is 2+3", "list the files here", a time, a conversion), each with the calls it needs
+(none for small talk), each alone in a new session (``EVERYDAY``). A request is right when its turn
+is valid, makes exactly those calls, and its answer holds every result value and reports failures.
+
 ``--second-turns`` measures later turns instead: each session answers one held-out request with calls
 (``--stop-first``: stops that answer at its first words after its calls, as Esc does), then a second
 request, and reports how many second requests got exactly the calls they ask for.
@@ -50,7 +55,8 @@ from asynclm.core.sampling import GREEDY
 
 from asynclm.tools.registry import Registry
 
-from .traces import PROFILES, Call, Planner, ToolRunner, _format_ms, _ms, key_values, plan_turn, tools_text
+from .traces import (PROFILES, Call, Planner, Task, ToolRunner, Turn, _format_ms, _ms, key_values, plan_turn,
+                     tools_text)
 
 HELDOUT_EVAL_BASE = 950_000_000
 HONEST = ("couldn't", "could not", "failed", "can't", "cannot", "unable")
@@ -65,7 +71,8 @@ def _canon_value(value: Any) -> Any:
 
 
 def canonical(name: str, kwargs: dict[str, Any], registry, by_id: dict[str, str]) -> str:
-    """A call as a comparable string: bound arguments, references replaced by what they point to."""
+    """A call as a comparable string: bound arguments, references replaced by what they point to; an
+    argument given its default is left out (``list_dir(path=".")`` is ``list_dir()``)."""
     tool = registry.get(name)
     args = dict(kwargs)
     if tool is not None:
@@ -76,6 +83,10 @@ def canonical(name: str, kwargs: dict[str, Any], registry, by_id: dict[str, str]
         for k, v in kwargs.items():
             if isinstance(v, Ref):
                 args[k] = v
+        for param in tool.params:
+            if not param.required and param.name in args and not isinstance(args[param.name], Ref) \
+                    and args[param.name] == param.default:
+                del args[param.name]
     parts = []
     for k in sorted(args):
         v = args[k]
@@ -276,6 +287,56 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
     return episode
 
 
+# (request, the calls it needs: (tool, arguments)); small talk needs none. The training's templates
+# write none of the small talk, no "here" or "this folder", and no spaces inside an expression.
+EVERYDAY: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
+    ("hello", []),
+    ("Hi there!", []),
+    ("what can you do?", []),
+    ("who are you", []),
+    ("hey, what can you help me with?", []),
+    ("what is 2+3", [("calculator", {"expression": "2+3"})]),
+    ("what's 7*8?", [("calculator", {"expression": "7*8"})]),
+    ("calculate 15 - 4", [("calculator", {"expression": "15 - 4"})]),
+    ("what is 12*34", [("calculator", {"expression": "12*34"})]),
+    ("what time is it in Paris", [("current_time", {"timezone": "Paris"})]),
+    ("time in London?", [("current_time", {"timezone": "London"})]),
+    ("what's the time in Sydney right now", [("current_time", {"timezone": "Sydney"})]),
+    ("list the files here", [("list_dir", {})]),
+    ("what's in this folder?", [("list_dir", {})]),
+    ("ls", [("list_dir", {})]),
+    ("show me the files in the current folder", [("list_dir", {})]),
+    ("convert 5 miles to km", [("convert_units", {"value": 5, "from_unit": "miles", "to_unit": "km"})]),
+    ("how many kg is 20 lb", [("convert_units", {"value": 20, "from_unit": "lb", "to_unit": "kg"})]),
+    ("what is 30 degC in degF?", [("convert_units", {"value": 30, "from_unit": "degC", "to_unit": "degF"})]),
+    ("wait 2 seconds", [("wait", {"seconds": 2})]),
+    ("set a timer for 3 seconds", [("wait", {"seconds": 3})]),
+    ("search for TODO here", [("search_files", {"pattern": "TODO"})]),
+    ("find hello in this folder", [("search_files", {"pattern": "hello"})]),
+    ("what is 12*34 and what time is it in Berlin", [("calculator", {"expression": "12*34"}),
+                                                    ("current_time", {"timezone": "Berlin"})]),
+    ("list the files here and what is 9*9?", [("list_dir", {}), ("calculator", {"expression": "9*9"})]),
+    ("what time is it in Paris and in London?", [("current_time", {"timezone": "Paris"}),
+                                                 ("current_time", {"timezone": "London"})]),
+]
+EVERYDAY_SEED = HELDOUT_EVAL_BASE + 100_000  # the folder tree and the tools' estimates
+
+
+def run_everyday(model: Path, index: int, copy_bias: float = 0.0, n_threads: int = 2,
+                 mode: Mode = Mode.ASYNC, timeout: float = 60.0, policy: Policy | None = None) -> Episode:
+    """One of ``EVERYDAY``, alone in a new session, on a held-out folder tree."""
+    request, wanted = EVERYDAY[index]
+    _, runner, estimates, registry, _ = _held_out(EVERYDAY_SEED)
+    try:
+        calls = [Call(f"p{i}", name, kwargs) for i, (name, kwargs) in enumerate(wanted)]
+        turn = Turn(request, [Task("everyday", [(request, False)], calls)] if calls else [])
+        episode = Episode(index, request, None, expected_calls(calls, registry), [])
+        return _drive(model, episode, turn, registry, estimates, len(calls), 0, timeout,
+                      EngineConfig(mode=mode, copy_bias=copy_bias), n_threads, policy)
+    finally:
+        runner.close()
+
+
 def summarise(episodes: list[Episode]) -> dict[str, Any]:
     def rate(flags: list[bool]) -> dict[str, Any]:
         return {"rate": round(sum(flags) / len(flags), 4) if flags else None, "n": len(flags)}
@@ -400,7 +461,25 @@ def main(argv: list[str] | None = None) -> None:
                         "with calls, then a second, whose calls are compared")
     p.add_argument("--stop-first", action="store_true",
                    help="with --second-turns: stop the first answer at its first words after its calls")
+    p.add_argument("--everyday", action="store_true",
+                   help="run the fixed list of everyday requests instead (EVERYDAY; --episodes is ignored)")
     args = p.parse_args(argv)
+    if args.everyday:
+        episodes = [run_everyday(Path(args.model), i, args.copy_bias, args.threads, Mode(args.mode))
+                    for i in range(len(EVERYDAY))]
+        rows = [dict(request=e.request, expected=e.expected, written=e.written, answer=e.answer,
+                     right=e.valid and e.exact and not e.values_missing and e.errors_honest and bool(e.answer.strip()))
+                for e in episodes]
+        for row in rows:
+            print(("ok  " if row["right"] else "NO  ") + f"{row['request']!r}: {row['written']} -> {row['answer']!r}")
+        summary = {"everyday": len(rows), "right": sum(r["right"] for r in rows),
+                   "small_talk_right": sum(r["right"] for r in rows if not r["expected"]),
+                   "small_talk": sum(not r["expected"] for r in rows),
+                   "exact_calls": sum(e.exact for e in episodes), "valid_cml": sum(e.valid for e in episodes)}
+        print(json.dumps(summary, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps({"summary": summary, "requests": rows}, indent=1))
+        return
     if args.second_turns:
         turns = [run_second_turn(Path(args.model), args.first_seed + i, args.stop_first, args.copy_bias,
                                  args.threads, mode=Mode(args.mode), typed_references=args.typed_references)

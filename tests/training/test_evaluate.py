@@ -49,3 +49,24 @@ def test_the_planned_message_is_typed_when_the_model_writes_text_after_fewer_cal
     assert episode.written_after_user == ["convert_units(from_unit='GB', to_unit='MiB', value=80)"]
     assert episode.acted_on_user
     assert episode.answer.index("Got it.") < episode.answer.index("six.")
+
+
+def test_everyday_requests_score_the_calls_they_need_and_small_talk_without_any(tiny_model):
+    from asynclm.core.policy import ScriptedPolicy
+    from training.evaluate import EVERYDAY, run_everyday
+
+    hello = [r for r, _ in EVERYDAY].index("hello")
+    here = [r for r, _ in EVERYDAY].index("list the files here")
+    greeted = run_everyday(tiny_model, hello, policy=ScriptedPolicy([" Hello! I can calculate."]))
+    assert greeted.expected == [] and greeted.written == [] and greeted.exact and greeted.valid
+    mistaken = run_everyday(tiny_model, hello, policy=ScriptedPolicy(
+        ['[CALL] c1 [HEAD] list_dir(path="hello") [END] Checking.']))
+    assert not mistaken.exact
+    # "here" is the tool's default folder, written or not
+    def listing(path: str):
+        script = ScriptedPolicy([f'[CALL] c1 [HEAD] list_dir(path="{path}") [END] On it.'])
+        return run_everyday(tiny_model, here, policy=script)
+
+    listed, wrong = listing("."), listing("the")
+    assert listed.exact and listed.written == listed.expected == ["list_dir()"]
+    assert not wrong.exact
