@@ -13,3 +13,11 @@ EMBEDDED_COPY_BIAS = 8.0
 # penalty that also lowers the numbers and names it should copy again) make it worse at everything
 # measured (docs/model-card.md).
 EMBEDDED_SAMPLING = {"temperature": 0.0, "repeat_penalty": 1.0}
+# What the app shows atop a new session on it: the model takes every message as a request for its
+# tools, so it is best told what it does well (docs/model-card.md, "Everyday requests").
+EMBEDDED_GREETING = (
+    "asynclm-tiny, the embedded demonstration model, takes every message as a request for the built-in "
+    "tools and does best with one or two at a time: what time is it in Paris · how many km is 5 miles · "
+    "what is 12*34 and what time is it in Berlin · wait 3 seconds. It often gets folder and file names "
+    "wrong. For real work, run any GGUF with --model PATH."
+)

@@ -134,6 +134,7 @@ class ChatApp(App):
         demo: Demo | None = None,
         screenshot: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        greeting: str | None = None,
     ) -> None:
         super().__init__()
         self.clock = clock  # what elapsed times and the timeline are measured against
@@ -152,6 +153,7 @@ class ChatApp(App):
         self._keymap = keymap or {}
         self._theme = theme
         self._startup_notices = notices or []
+        self._greeting = greeting  # shown atop a new, empty session (what the model is good for)
         self.turns: dict[int, TurnView] = {}
         self.current: TurnView | None = None
         self.panes: dict[str, ToolPane] = {}
@@ -198,6 +200,7 @@ class ChatApp(App):
         self.query_one("#loading", Static).update("Loading the model…")
         for event in self._history:  # a resumed session: show what was said, as it was
             self.bridge(event)
+        self._greet()
         self.set_interval(1 / DRAIN_HZ, self._tick)
         self._load_engine()
 
@@ -394,7 +397,12 @@ class ChatApp(App):
         self.turns.clear()
         self.panes.clear()
         self.current = None
+        self._greet()
         self.notify("New session: the context is empty.")
+
+    def _greet(self) -> None:
+        if self._greeting and not self._history and self.demo is None:
+            self.query_one("#transcript").mount(Static(self._greeting, classes="greeting", markup=False))
 
     def action_export(self) -> None:
         paths = export_transcript(self.events, self.export_dir)

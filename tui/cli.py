@@ -326,10 +326,14 @@ def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
             app.attach_writer(writer)
         return engine
 
+    from asynclm import EMBEDDED_GREETING, EMBEDDED_MODEL
+
+    embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
     app = ChatApp(make_engine, session_path=path, show_timeline=settings.timeline,
                   keymap=settings.keymap, theme=settings.theme, notices=problems,
                   history=resume_events or [], demo=demo,
-                  screenshot=Path(args.screenshot) if args.screenshot else None)
+                  screenshot=Path(args.screenshot) if args.screenshot else None,
+                  greeting=EMBEDDED_GREETING if embedded else None)
     app.run()
     return 0
 

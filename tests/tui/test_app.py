@@ -256,6 +256,30 @@ def test_a_bad_model_is_one_sentence_on_screen(tmp_path):
     asyncio.run(go())
 
 
+def test_a_greeting_opens_each_new_session_but_not_a_resumed_one(tiny_model, tmp_path):
+    def make_engine(progress):
+        return Engine(LlamaBackend(tiny_model, n_ctx=4096, n_threads=2), make_test_tools(),
+                      policy=ScriptedPolicy(["Sure."]))
+
+    def greetings(app):
+        return [str(w.render()) for w in app.query(".greeting")]
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path, greeting="Ask me for the time.")
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert greetings(app) == ["Ask me for the time."]
+            await send(pilot, app, "hi")
+            await until(pilot, lambda: ended(app))
+            await pilot.press("ctrl+n")
+            await until(pilot, lambda: not app.turns)
+            assert greetings(app) == ["Ask me for the time."], "a new session greets again, once"
+        resumed = ChatApp(make_engine, export_dir=tmp_path, greeting="Ask me for the time.",
+                          history=[ev.TurnStarted(turn=1, text="hi")])
+        async with resumed.run_test(size=(100, 30)):
+            assert greetings(resumed) == []
+    asyncio.run(go())
+
+
 def test_resume_restores_a_session(tiny_model, tmp_path):
     from asynclm.core.transcript import TranscriptWriter, read_transcript
 

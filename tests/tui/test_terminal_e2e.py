@@ -55,7 +55,9 @@ def test_chat_in_a_real_terminal(tmp_path):
     tmux("send-keys", "-t", session, "-l", f"{cmd}; echo EXITED:$?")
     tmux("send-keys", "-t", session, "Enter")
     try:
-        wait_for(session, "async mode")
+        shown = wait_for(session, "async mode")
+        # the embedded model says what it is good for, atop the new session
+        assert "asynclm-tiny, the embedded demonstration model" in shown, shown
         tmux("send-keys", "-t", session, "-l", "Wait 15s and compute 17*23")
         tmux("send-keys", "-t", session, "Enter")
         shown = wait_for(session, "calculator(expression=")
