@@ -397,6 +397,7 @@ class ChatApp(App):
         self.turns.clear()
         self.panes.clear()
         self.current = None
+        self._history = []  # what a resumed session showed is gone with it
         self._greet()
         self.notify("New session: the context is empty.")
 

@@ -275,8 +275,11 @@ def test_a_greeting_opens_each_new_session_but_not_a_resumed_one(tiny_model, tmp
             assert greetings(app) == ["Ask me for the time."], "a new session greets again, once"
         resumed = ChatApp(make_engine, export_dir=tmp_path, greeting="Ask me for the time.",
                           history=[ev.TurnStarted(turn=1, text="hi")])
-        async with resumed.run_test(size=(100, 30)):
+        async with resumed.run_test(size=(100, 30)) as pilot:
             assert greetings(resumed) == []
+            await until(pilot, lambda: resumed.engine is not None)
+            await pilot.press("ctrl+n")
+            assert greetings(resumed) == ["Ask me for the time."], "a new session after it is greeted"
     asyncio.run(go())
 
 
