@@ -94,7 +94,7 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
         args.model = str(EMBEDDED_MODEL)
     from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL, EMBEDDED_SAMPLING
 
-    embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
+    embedded = args.embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
     if args.copy_bias is None:
         args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
     for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
@@ -326,14 +326,13 @@ def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
             app.attach_writer(writer)
         return engine
 
-    from asynclm import EMBEDDED_GREETING, EMBEDDED_MODEL
+    from asynclm import EMBEDDED_GREETING
 
-    embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
     app = ChatApp(make_engine, session_path=path, show_timeline=settings.timeline,
                   keymap=settings.keymap, theme=settings.theme, notices=problems,
                   history=resume_events or [], demo=demo,
                   screenshot=Path(args.screenshot) if args.screenshot else None,
-                  greeting=EMBEDDED_GREETING if embedded else None)
+                  greeting=EMBEDDED_GREETING if args.embedded else None)
     app.run()
     return 0
 
