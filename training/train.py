@@ -15,7 +15,9 @@ larger ``--steps`` to train longer), so a run can be split over several sittings
 the checkpoint's tokenizer, even when the sessions have changed since.
 
 Every stage is deterministic from ``--seed``: the sessions (seeds ``seed*10**6 + i``), the BPE, the
-packing order, the initial weights and the batch order. Work files go to ``--work`` and are reused
+packing order, the initial weights and the batch order (``--first-seed`` gives the first stage a seed of
+its own, so that another ``--seed`` trains the second stage again on other sessions from the same
+first stage). Work files go to ``--work`` and are reused
 when their inputs have not changed (so an interrupted run restarts from the data, not from zero).
 """
 
@@ -371,6 +373,8 @@ def plot(logs: Path | list[Path], out: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=None,
+                   help="seed of the first stage (default: --seed); another --seed then changes only the second")
     p.add_argument("--sessions", type=int, default=10000, help="training sessions to generate")
     p.add_argument("--profile", choices=["full", "probe"], default="full",
                    help="what sessions hold: all tools and turns, or the earlier probe's simpler regime")
@@ -425,6 +429,8 @@ def first_stage(args: argparse.Namespace) -> argparse.Namespace:
     first.profile, first.steps, first.sessions = args.first_profile, args.first_steps, args.first_sessions
     first.row, first.batch, first.lr = args.first_row, args.first_batch, args.first_lr
     first.work = str(Path(args.work) / "first")
+    if args.first_seed is not None:
+        first.seed = args.first_seed
     return first
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import threading
 
@@ -152,12 +153,15 @@ def test_the_second_stage_starts_from_the_first_stages_weights_and_tokenizer(tmp
         "--first-steps", "2", "--first-sessions", "30", "--first-row", "256", "--first-batch", "2", "--first-lr", "0.06",
         "--steps", "2", "--sessions", "30", "--row", "512", "--batch", "2", "--lr", "1e-9",
         "--val-sessions", "4", "--vocab", "600", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
-        "--no-compile", "--workers", "1", "--log-every", "1", "--threads", "2",
+        "--no-compile", "--workers", "1", "--log-every", "1", "--threads", "2", "--seed", "3", "--first-seed", "1",
         "--work", str(work), "--out", str(work / "m.gguf")])
     ckpt = pipeline.run(args)
     first = torch.load(work / "first" / "checkpoint.pt", weights_only=False)
     second = torch.load(ckpt, weights_only=False)
     assert first["args"]["profile"] == "probe" and second["args"]["profile"] == "full"
+    assert (first["args"]["seed"], second["args"]["seed"]) == (1, 3)  # --first-seed: the first stage's own
+    assert json.loads((work / "first" / "data.json").read_text())["key"].startswith("seed=1 ")
+    assert json.loads((work / "data.json").read_text())["key"].startswith("seed=3 ")
     assert second["pieces"] == first["pieces"]  # the tokenizer is kept
     assert (first["config"]["n_ctx"], second["config"]["n_ctx"]) == (256, 512)
     for name, weight in first["model"].items():  # a learning rate of 1e-9 leaves the first stage's weights
