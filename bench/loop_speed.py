@@ -132,8 +132,11 @@ def interrupt_latency(backend: LlamaBackend, n: int, every: float, seed: int = 0
     token_times: list[float] = []
     injections: list[ev.InterruptInjected] = []
     last = [None]
+    entered = threading.Event()
 
     def sink(e: ev.Event) -> None:
+        if isinstance(e, ev.InterruptInjected) and "user" in e.sources:
+            entered.set()
         if isinstance(e, ev.InterruptInjected) and e.sources == ("user",) and last[0] is not None:
             latencies.append(e.latency)
             waits.append(e.latency - e.prefill)
@@ -158,8 +161,13 @@ def interrupt_latency(backend: LlamaBackend, n: int, every: float, seed: int = 0
             while not done.is_set():
                 time.sleep(rng.uniform(0.5, 1.5) * every)
                 if engine.busy:
+                    entered.clear()
                     engine.interrupt("user", f"note {k}: also check Paris")
                     k += 1
+                    # one note at a time: on a busy machine a long decode step would otherwise let
+                    # several queue and enter together, and none would be measured alone
+                    while not done.is_set() and not entered.wait(0.05):
+                        pass
 
         t = threading.Thread(target=pester, daemon=True)
         t.start()
