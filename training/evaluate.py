@@ -128,6 +128,7 @@ class Episode:
     expected_after_user: list[str]
     written: list[str] = field(default_factory=list)
     written_after_user: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # the ids the model gave its calls, in order
     answer: str = ""
     end_reason: str = ""
     rejected: list[str] = field(default_factory=list)
@@ -213,6 +214,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
     def sink(e: ev.Event) -> None:
         with lock:
             if isinstance(e, ev.CallDetected):
+                episode.ids.append(e.call_id)
                 try:
                     expr, kwargs, text = written_call(e.expr, registry, by_id)
                 except Exception as exc:  # noqa: BLE001 - an unparsable call is a finding

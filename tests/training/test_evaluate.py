@@ -48,6 +48,7 @@ def test_the_planned_message_is_typed_when_the_model_writes_text_after_fewer_cal
     assert episode.user_sent
     assert episode.written_after_user == ["convert_units(from_unit='GB', to_unit='MiB', value=80)"]
     assert episode.acted_on_user
+    assert episode.ids == ["c1", "c2"]
     assert episode.answer.index("Got it.") < episode.answer.index("six.")
 
 
