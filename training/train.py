@@ -59,10 +59,14 @@ def build_data(args: argparse.Namespace, work: Path, pieces: list[str] | None = 
     if pieces is not None:
         key += " pieces=" + hashlib.sha256("\n".join(pieces).encode()).hexdigest()[:16]
     meta = work / "data.json"
-    if meta.exists() and json.loads(meta.read_text()).get("key") == key:
-        _log("data: reusing " + str(work))
-        pieces = load_pieces(work / "pieces.txt")
-        return pieces, Packed.load(work / "train.npz"), Packed.load(work / "val.npz")
+    if meta.exists():
+        saved = json.loads(meta.read_text()).get("key")
+        # data made with the given pieces, or data that learnt exactly those pieces itself (a resumed run)
+        if saved == key or (pieces is not None and saved == key.split(" pieces=")[0]
+                            and load_pieces(work / "pieces.txt") == pieces):
+            _log("data: reusing " + str(work))
+            pieces = load_pieces(work / "pieces.txt")
+            return pieces, Packed.load(work / "train.npz"), Packed.load(work / "val.npz")
 
     t0 = time.time()
     base = args.seed * 1_000_000
@@ -179,16 +183,12 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     # varies from run to run; with this, the same command trains the same weights
     torch.use_deterministic_algorithms(True)
     start = torch.load(init, map_location="cpu", weights_only=False) if init else None
-    pieces, train_rows, val_rows = build_data(args, work, start["pieces"] if start else None)
     ckpt = work / "checkpoint.pt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if args.resume and ckpt.exists() else None
-    if state is not None and not start:
-        # the weights were trained with the checkpoint's tokenizer: keep it, even where the data has
-        # changed since (a changed generator learns other pieces, and the weights would read them wrong)
-        saved = state["pieces"]
-        if saved != pieces:
-            _log("data: the checkpoint's tokenizer differs from the one this data would learn; keeping the checkpoint's")
-            pieces, train_rows, val_rows = build_data(args, work, saved)
+    # a stage that continues another keeps its tokenizer; so does a resumed run, even where the data
+    # has changed since (a changed generator learns other pieces, and the weights would read them wrong)
+    keep = start["pieces"] if start else state["pieces"] if state is not None else None
+    pieces, train_rows, val_rows = build_data(args, work, keep)
     vocab = build_vocab(pieces)
     tokens_of_vocab = vocab.tokens
     eos = tokens_of_vocab.index("</s>")

@@ -115,7 +115,7 @@ def test_the_exported_model_runs_a_turn_in_the_engine(trained, tmp_path):
     assert any(isinstance(e, ev.TokenGenerated) for e in seen)
 
 
-def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained):
+def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained, capsys):
     work, ckpt = trained
     args = pipeline.parse_args([
         "--steps", "8", "--sessions", "40", "--val-sessions", "4", "--vocab", "600", "--row", "512",
@@ -123,13 +123,15 @@ def test_a_resumed_run_continues_where_the_checkpoint_left_off(trained):
         "--copy-steps", "2", "--copy-batch", "2", "--copy-row", "64", "--copy-keep", "1", "--copy-keep-row", "64",
         "--no-compile", "--workers", "1", "--log-every", "1", "--val-every", "3", "--threads", "2",
         "--work", str(work), "--out", str(work / "m.gguf"), "--resume"])
+    capsys.readouterr()
     pipeline.train(args)
+    assert "data: reusing" in capsys.readouterr().out  # the same sessions, the checkpoint's own pieces
     steps = [r["step"] for r in map(__import__("json").loads, (work / "log.jsonl").read_text().splitlines())]
     assert steps[:6] == [0, 1, 2, 3, 4, 5] and steps[-2:] == [6, 7]
     assert torch.load(ckpt, weights_only=False)["step"] == 7
 
 
-def test_a_resumed_run_keeps_its_tokenizer_when_the_data_has_changed(trained, tmp_path):
+def test_a_resumed_run_keeps_its_tokenizer_when_the_data_has_changed(trained, tmp_path, capsys):
     work, _ = trained
     resumed = tmp_path / "resumed"
     shutil.copytree(work, resumed)
@@ -141,10 +143,13 @@ def test_a_resumed_run_keeps_its_tokenizer_when_the_data_has_changed(trained, tm
     learnt, _, _ = pipeline.build_data(pipeline.parse_args(shape + ["--work", str(tmp_path / "fresh")]),
                                        tmp_path / "fresh")
     assert learnt != before["pieces"], "the new data would learn another tokenizer"
+    capsys.readouterr()
     pipeline.train(pipeline.parse_args(shape + ["--steps", str(before["step"] + 2), "--resume",
                                                 "--work", str(resumed)]))
     after = torch.load(resumed / "checkpoint.pt", weights_only=False)
     assert after["step"] == before["step"] + 1 and after["pieces"] == before["pieces"]
+    # the sessions are generated once, straight into the checkpoint's pieces
+    assert capsys.readouterr().out.count("held-out sessions in") == 1
 
 
 def test_the_second_stage_starts_from_the_first_stages_weights_and_tokenizer(tmp_path):
