@@ -8,10 +8,12 @@ appears nowhere in the conversation:
 
 - the value is cut into *runs*: maximal runs of letters and maximal runs of digits;
 - a *source run* is a run of a user message or of a call's result, plus Python's ``True``,
-  ``False`` and ``None``; a call id's runs are source runs only in a value that is a bare name so far
+  ``False`` and ``None``, and ``100`` where a source has a per cent sign; a call id's runs are source runs only in a value that is a bare name so far
   (a dataflow reference), so ``seconds=1`` is not taken for a copy of ``c1``;
 - the run being written must stay the prefix of a source run, and may end only where a source run
-  ends;
+  ends; once a run is under way as a copy (a strict prefix of a source run, not one itself), what
+  would cut it short or turn it into another is lowered ``MID_RUN`` times as much: a value that
+  stops inside a copied word (``list_dir(path="do")`` for "list docs") is almost never meant;
 - a block may not close (``closers``: the native dialect's ``[END]``) inside an open string: that
   call could only fail to parse;
 - a word that the sources join to a capitalised word by a space or a hyphen (``Rio Branco``,
@@ -41,6 +43,8 @@ import re
 from typing import Callable
 
 import numpy as np
+
+MID_RUN = 3.0  # how many times ``strength`` cuts what would end a copy under way (see above)
 
 _RUN = re.compile(r"[^\W\d_]+|\d+")
 _JOINED = re.compile(r"([^\W\d_]+)([ -])(?=[^\W\d_a-z])")  # a word, then a joiner before a capital
@@ -147,8 +151,9 @@ class CopyBias:
         self._id_heads: set[str] = set()  # the first run of each id: where a reference begins
         self._id_prefixes: set[str] = set()
         self._joiners: dict[str, set[str]] = {}  # a word -> how the sources join it to a capitalised word
-        # (open run, how far the value is a bare name, inside a string) -> the tokens to lower
-        self._cache: dict[tuple[str, int, bool], np.ndarray | None] = {}
+        # (open run, how far the value is a bare name, inside a string) -> the tokens to lower, and
+        # whether the run is a copy under way
+        self._cache: dict[tuple[str, int, bool], tuple[np.ndarray | None, bool]] = {}
         self._joining = np.array([bool(t) and t[0] in " -" for t in texts], dtype=bool)
         self.reset()
 
@@ -171,7 +176,8 @@ class CopyBias:
             self._sources.append(text)
             self._text_cache.clear()
         joins = [(w, j) for w, j in _JOINED.findall(text) if j not in self._joiners.get(w, ())]
-        new = [r for r in runs(text) if r not in self._runs]
+        # a per cent is a value over 100 ("37% of 245" is 37/100*245)
+        new = [r for r in runs(text) + (["100"] if "%" in text else []) if r not in self._runs]
         for word, joiner in joins:
             self._joiners.setdefault(word, set()).add(joiner)
         for r in new:
@@ -211,12 +217,12 @@ class CopyBias:
         if run and run not in self._prefixes and not (named and run in self._id_prefixes):
             return steered  # already off the sources: nothing left to steer toward
         key = (run, named, quoted)
-        lowered = self._cache.get(key)
         if key not in self._cache:
             sources = self._runs  # a union only where ids count: built on a cache miss, once per key
             if named:
                 sources = sources | (self._id_heads if named == 1 else self._id_runs)
-            lowered = self._cache[key] = self._lowered(run, sources, quoted)
+            self._cache[key] = (self._lowered(run, sources, quoted), bool(run) and run not in sources)
+        lowered, mid_run = self._cache[key]
         # and a visibly copied word goes on as its source does (``nax/shopizi.`` then ``txt``, where
         # the conversation also has ``.csv`` files), as in answers
         in_word = self._word_lowered(value)
@@ -224,7 +230,7 @@ class CopyBias:
             lowered = in_word if lowered is None else lowered | in_word
         if lowered is None:
             return steered
-        return self._take(lowered, logits, steered)
+        return self._take(lowered, logits, steered, MID_RUN if mid_run else 1.0)
 
     def apply_text(self, logits: np.ndarray, text: str) -> np.ndarray:
         """``logits`` steered for the next token of answer text that so far ends with ``text``: a
@@ -240,13 +246,14 @@ class CopyBias:
             self._text_cache[word] = self._lowered_in_word(word)
         return self._text_cache[word]
 
-    def _take(self, lowered: np.ndarray, logits: np.ndarray, steered: np.ndarray | None = None) -> np.ndarray:
-        """``steered`` (a copy of ``logits`` when it is none yet) with ``strength`` taken from the
-        ``lowered`` tokens."""
+    def _take(self, lowered: np.ndarray, logits: np.ndarray, steered: np.ndarray | None = None,
+              times: float = 1.0) -> np.ndarray:
+        """``steered`` (a copy of ``logits`` when it is none yet) with ``times`` the strength taken
+        from the ``lowered`` tokens."""
         if steered is None or steered is logits:
             steered = logits.copy()
         n = min(len(lowered), len(logits))
-        steered[:n][lowered[:n]] -= self.strength
+        steered[:n][lowered[:n]] -= self.strength * times
         return steered
 
     def _lowered_in_word(self, word: str) -> np.ndarray | None:

@@ -9,7 +9,7 @@ import pytest
 
 from asynclm import EMBEDDED_MODEL
 from asynclm.core import events as ev
-from asynclm.core.copying import CopyBias, open_value, runs
+from asynclm.core.copying import MID_RUN, CopyBias, open_value, runs
 from asynclm.core.cml import parse_call
 from asynclm.core.engine import Engine, EngineConfig
 from asynclm.core.llama import LlamaBackend
@@ -67,6 +67,30 @@ def test_an_open_run_continues_or_ends_only_as_a_source_run_does():
     assert not low & ids("gon", "g")
     assert ids("n", "Tok", '"', ")", " ", ",") <= low  # "Sain", "SaiTok" or ending at "Sai": unseen
     assert not lowered(bias, 'current_time(timezone="Saigon') & ids('"', ")", ",")
+
+
+def test_a_copy_under_way_is_held_to_its_source_harder_than_a_value_is_steered_to_begin_one():
+    """"list docs" gave ``list_dir(path="do")``: the model was surer of the quote than the bias was
+    strong. A run that is a strict prefix of a source run is cut short only against ``MID_RUN`` times
+    the strength; where to begin a value stays a thumb on the scale."""
+    bias = CopyBias(TEXTS, 5.0)
+    bias.learn("time in Saigon")
+    mid = bias.apply(np.zeros(len(TEXTS), dtype=np.float32), 'current_time(timezone="Sai')
+    assert mid[TEXTS.index('"')] == mid[TEXTS.index("Tok")] == -5.0 * MID_RUN
+    assert mid[TEXTS.index("gon")] == 0.0
+    start = bias.apply(np.zeros(len(TEXTS), dtype=np.float32), 'current_time(timezone="')
+    assert start[TEXTS.index("Tok")] == -5.0 and start[TEXTS.index("Sai")] == 0.0
+    done = bias.apply(np.zeros(len(TEXTS), dtype=np.float32), 'current_time(timezone="Saigon')
+    assert done[TEXTS.index("Tok")] == -5.0 and done[TEXTS.index('"')] == 0.0
+
+
+def test_a_per_cent_makes_100_a_value_to_copy():
+    bias = CopyBias(TEXTS, 5.0)
+    bias.learn("what is 37 % of 15")  # 37/100*15: the 1 of 100 must not be held to 15
+    assert not lowered(bias, "calculator(expression='37/1") & ids("0")
+    plain = CopyBias(TEXTS, 5.0)
+    plain.learn("what is 37 of 15")
+    assert ids("0") <= lowered(plain, "calculator(expression='37/1")
 
 
 def test_a_word_joined_to_a_capitalised_word_goes_on_as_the_name_does():
