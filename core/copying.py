@@ -8,8 +8,9 @@ appears nowhere in the conversation:
 
 - the value is cut into *runs*: maximal runs of letters and maximal runs of digits;
 - a *source run* is a run of a user message or of a call's result, plus Python's ``True``,
-  ``False`` and ``None``, and ``100`` where a source has a per cent sign; a call id's runs are source runs only in a value that is a bare name so far
-  (a dataflow reference), so ``seconds=1`` is not taken for a copy of ``c1``;
+  ``False`` and ``None``, and ``100`` where a source has a per cent sign; a call id's runs are
+  source runs only in a value that is a bare name so far (a dataflow reference), so ``seconds=1``
+  is not taken for a copy of ``c1``;
 - the run being written must stay the prefix of a source run, and may end only where a source run
   ends; once a run is under way as a copy (a strict prefix of a source run, not one itself), what
   would cut it short or turn it into another is lowered ``MID_RUN`` times as much: a value that
