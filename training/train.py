@@ -56,17 +56,16 @@ def build_data(args: argparse.Namespace, work: Path, pieces: list[str] | None = 
            f"traces={source.hexdigest()[:12]}")
     if args.profile != "full":
         key += f" profile={args.profile}"
+    learnt_key = key  # the same sessions with the pieces learnt from them
     if pieces is not None:
         key += " pieces=" + hashlib.sha256("\n".join(pieces).encode()).hexdigest()[:16]
     meta = work / "data.json"
-    if meta.exists():
-        saved = json.loads(meta.read_text()).get("key")
+    if meta.exists() and json.loads(meta.read_text()).get("key") in (key, learnt_key):
+        saved = load_pieces(work / "pieces.txt")
         # data made with the given pieces, or data that learnt exactly those pieces itself (a resumed run)
-        if saved == key or (pieces is not None and saved == key.split(" pieces=")[0]
-                            and load_pieces(work / "pieces.txt") == pieces):
+        if pieces is None or saved == pieces:
             _log("data: reusing " + str(work))
-            pieces = load_pieces(work / "pieces.txt")
-            return pieces, Packed.load(work / "train.npz"), Packed.load(work / "val.npz")
+            return saved, Packed.load(work / "train.npz"), Packed.load(work / "val.npz")
 
     t0 = time.time()
     base = args.seed * 1_000_000
