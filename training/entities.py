@@ -84,3 +84,69 @@ UNIT_PAIRS = [
 # Pairs that measure different things: the tool refuses them.
 BAD_UNIT_PAIRS = [("kg", "km"), ("liters", "miles"), ("degC", "lb"), ("hours", "GB"), ("m", "kg"),
                   ("mph", "liters"), ("cups", "psi"), ("acres", "seconds")]
+
+# Names as people's own folders have them, for trees that look like a real project or home folder
+# (training mixes them with the made-up ones; the split by hash holds for them too).
+REAL_STEMS = [
+    "readme", "notes", "todo", "main", "app", "config", "settings", "setup", "utils", "helpers", "report",
+    "data", "budget", "invoice", "changelog", "license", "index", "server", "client", "schema", "draft",
+    "summary", "plan", "ideas", "recipes", "shopping", "journal", "backup", "requirements", "package",
+    "model", "train", "engine", "test", "api", "views", "routes", "models", "cli", "tasks", "agenda",
+    "minutes", "contacts", "expenses", "results", "output", "input", "sample", "example", "demo",
+    "style", "layout", "script", "build", "deploy", "docker", "notebook", "analysis", "chapter",
+    "letter", "resume", "thesis", "paper", "slides", "timeline", "roadmap", "issues", "errors",
+    "access", "debug", "server_log", "metrics", "users", "orders", "sales", "inventory", "tracks",
+    "photos", "playlist", "books", "movies", "weather", "trip", "packing", "garden", "workout",
+]
+REAL_UPPER = ["README", "LICENSE", "CHANGELOG", "TODO", "NOTES", "CONTRIBUTING", "AUTHORS"]
+REAL_BARE = ["Makefile", "Dockerfile", "LICENSE", "Procfile", "Gemfile", "Vagrantfile"]
+REAL_FOLDERS = [
+    "src", "docs", "tests", "data", "notes", "scripts", "config", "assets", "lib", "examples", "tools",
+    "build", "bin", "reports", "photos", "music", "drafts", "backup", "web", "api", "models", "logs",
+    "templates", "static", "archive", "projects", "work", "school", "recipes", "invoices", "old",
+    "tmp", "core", "utils", "bench", "public", "private", "downloads", "papers", "samples",
+]
+REAL_EXTENSIONS = EXTENSIONS + [".yaml", ".yml", ".sh", ".html", ".js", ".rs", ".cfg", ".c", ".h",
+                                ".go", ".ts", ".xml", ".sql", ".rst", ".tsv", ".pdf"]
+REAL_WORDS = [
+    "TODO", "fix", "the", "import", "return", "error", "warning", "done", "milk", "eggs", "bread",
+    "meeting", "Monday", "Friday", "deadline", "total", "name", "value", "price", "count", "user",
+    "admin", "true", "false", "version", "release", "update", "test", "passed", "failed", "server",
+    "port", "host", "debug", "info", "print", "def", "class", "hello", "world", "call", "mom", "rent",
+    "paid", "due", "email", "phone", "budget", "plan", "idea", "draft", "review", "send", "check",
+    "buy", "coffee", "apples", "chapter", "intro", "summary", "results", "data", "model", "train",
+    "loss", "step", "config", "path", "file", "line", "week", "month", "notes", "list",
+]
+
+
+def real_name(rng: random.Random, heldout: bool) -> str:
+    """A file name of the kinds people's folders hold: ``notes.md``, ``test_engine.py``,
+    ``README.md``, ``report-2024.csv``, ``Makefile``, ``Budget.csv``, and made-up ones."""
+    while True:
+        form = rng.random()
+        ext = rng.choice(REAL_EXTENSIONS)
+        if form < 0.3:
+            name = rng.choice(REAL_STEMS) + ext
+        elif form < 0.5:
+            sep = rng.choice("_-")
+            other = rng.choice(REAL_STEMS + [str(rng.randint(1, 2030)), "v" + str(rng.randint(1, 9))])
+            name = rng.choice(REAL_STEMS) + sep + other + ext
+        elif form < 0.6:
+            name = rng.choice(REAL_UPPER) + rng.choice([".md", ".txt", ".rst", ""])
+        elif form < 0.65:
+            name = rng.choice(REAL_BARE)
+        elif form < 0.75:
+            name = rng.choice(REAL_STEMS).capitalize() + ext
+        elif form < 0.85:
+            name = rng.choice(REAL_STEMS) + str(rng.randint(1, 99)) + ext
+        else:
+            name = pseudo_word(rng) + ext
+        if held_out(name.split(".")[0]) == heldout:  # the stem, as for made-up names
+            return name
+
+
+def real_folder(rng: random.Random, heldout: bool) -> str:
+    while True:
+        name = rng.choice(REAL_FOLDERS) if rng.random() < 0.8 else pseudo_word(rng, (1, 2))
+        if held_out(name) == heldout:
+            return name

@@ -148,9 +148,9 @@ async def _no_sleep(_seconds: float) -> None:
 class ToolRunner:
     """The built-in tools on a generated folder tree, at a fixed moment."""
 
-    def __init__(self, rng: random.Random, heldout: bool) -> None:
+    def __init__(self, rng: random.Random, heldout: bool, real: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="asynclm-trace-"))
-        self.tree = FileTree.build(self.root, rng, heldout)
+        self.tree = FileTree.build(self.root, rng, heldout, real)
         self.registry: Registry = default_registry(str(self.root))
         day = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
             days=rng.randint(0, 364), seconds=rng.randint(0, 86399))
@@ -191,17 +191,31 @@ class FileTree:
     words: dict[str, int]  # word -> number of lines containing it
 
     @classmethod
-    def build(cls, root: Path, rng: random.Random, heldout: bool) -> "FileTree":
-        folders = sorted({ent.fresh_word(rng, heldout, (1, 2)) for _ in range(rng.randint(2, 3))})
+    def build(cls, root: Path, rng: random.Random, heldout: bool, real: bool = False) -> "FileTree":
+        """Made-up names and words; with ``real``, a folder as people's own look: names of the kinds
+        real projects and home folders hold (``README.md``, ``src``, ``test_api.py``), more files,
+        and lines of everyday words among the made-up ones."""
+        if real:
+            folders = sorted({ent.real_folder(rng, heldout) for _ in range(rng.randint(2, 4))})
+            vocabulary = [ent.fresh_word(rng, heldout) for _ in range(14)] + rng.sample(ent.REAL_WORDS, 14)
+            n_files, line_words, n_lines = rng.randint(5, 12), (2, 6), (1, 3)
+        else:
+            folders = sorted({ent.fresh_word(rng, heldout, (1, 2)) for _ in range(rng.randint(2, 3))})
+            vocabulary = [ent.fresh_word(rng, heldout) for _ in range(14)]
+            n_files, line_words, n_lines = rng.randint(4, 8), (2, 5), (1, 2)
+        taken = {f.lower() for f in folders}
         files: dict[str, list[str]] = {}
-        vocabulary = [ent.fresh_word(rng, heldout) for _ in range(14)]
-        for _ in range(rng.randint(4, 8)):
+        for _ in range(n_files):
             folder = rng.choice(folders + [""])
-            name = ent.fresh_word(rng, heldout) + rng.choice(ent.EXTENSIONS)
+            if real:
+                name = ent.real_name(rng, heldout)
+            else:
+                name = ent.fresh_word(rng, heldout) + rng.choice(ent.EXTENSIONS)
+            if name.lower() in taken:  # a file named as a folder (``NOTES`` beside ``notes``)
+                continue
             rel = f"{folder}/{name}" if folder else name
-            lines = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 5)))
-                     for _ in range(rng.randint(1, 2))]
-            files[rel] = lines
+            files[rel] = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(*line_words)))
+                          for _ in range(rng.randint(*n_lines))]
         for folder in folders:
             (root / folder).mkdir()
         for rel, lines in files.items():
@@ -832,6 +846,10 @@ class Profile:
     # how often a request needs 1, 2, ... 5 calls, in training: more of the long requests that are
     # hardest to get right (the evaluation keeps ``CALL_WEIGHTS``)
     call_weights: tuple[int, ...] = (20, 26, 24, 17, 13)
+    # sessions on a folder tree with real-looking names (``FileTree.build``): none in the shipped
+    # model's data (half of them, tried, cost calls on the made-up names: docs/model-card.md); the
+    # evaluation's ``--real-files`` asks about such trees
+    real_trees: float = 0.0
 
 
 PROFILES = {
@@ -845,7 +863,9 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
     shape = PROFILES[profile]
     max_turns = min(max_turns, shape.max_turns)
     rng = random.Random(seed)
-    runner = ToolRunner(rng, heldout)
+    # drawn apart from the session's own draws, so that the other sessions stay as they were
+    real = shape.real_trees > 0 and random.Random(f"real tree {seed}").random() < shape.real_trees
+    runner = ToolRunner(rng, heldout, real)
     try:
         estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
                      for tool in runner.registry}

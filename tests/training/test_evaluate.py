@@ -71,3 +71,21 @@ def test_everyday_requests_score_the_calls_they_need_and_small_talk_without_any(
     listed, wrong = listing("."), listing("the")
     assert listed.exact and listed.written == listed.expected == ["list_dir()"]
     assert not wrong.exact
+
+
+def test_real_file_episodes_ask_about_held_out_real_looking_names():
+    from training import entities as ent
+    from training.evaluate import _held_out
+    from training.traces import plan_turn
+
+    names = []
+    for seed in range(HELDOUT_EVAL_BASE, HELDOUT_EVAL_BASE + 20):
+        rng, runner, _, _, planner = _held_out(seed, real=True)
+        try:
+            turn = plan_turn(rng, planner)
+            names += [p for c in turn.tasks for call in c.calls for p in [call.kwargs.get("path")] if p]
+            assert all(ent.held_out(part.split(".")[0]) for rel in runner.tree.files
+                       for part in rel.split("/")), runner.tree.files
+        finally:
+            runner.close()
+    assert any(any(ch.isupper() or ch in "_-" for ch in n) or n in ent.REAL_FOLDERS for n in names), names

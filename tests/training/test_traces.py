@@ -224,3 +224,29 @@ def test_moved_estimates_come_before_a_request_and_name_only_tools_called_before
                 names = [entry.split(" ")[0] for entry in body.split(": ", 1)[1].split(" | ")]
                 assert names and set(names) <= called
     assert notes > 10
+
+
+def _looks_real(path: str) -> bool:
+    return any(ch.isupper() or ch in "_-" for ch in path) or path.split("/")[0] in ent.REAL_FOLDERS
+
+
+def _paths(sessions):
+    return [(s.seed, c.kwargs["path"]) for s in sessions for t in s.turns
+            for task in t.tasks + t.interrupt_tasks for c in task.calls if isinstance(c.kwargs.get("path"), str)]
+
+
+def test_a_profile_can_put_sessions_on_real_looking_trees_with_names_on_their_side_of_the_split(monkeypatch):
+    from training.traces import PROFILES, Profile
+
+    monkeypatch.setitem(PROFILES, "real", Profile(real_trees=0.5))
+    sessions = [make_session(s, profile="real") for s in range(60)]
+    sessions += [make_session(s, heldout=True, profile="real") for s in range(60, 80)]
+    paths = _paths(sessions)
+    real = {seed for seed, path in paths if _looks_real(path)}
+    assert 10 <= len(real & set(range(60))) <= 50, "about half of the sessions"
+    assert real & set(range(60, 80)), "held-out sessions too"
+    for seed, path in paths:
+        for part in path.split("/"):
+            assert ent.held_out(part.split(".")[0]) == (seed >= 60), path
+    # the shipped model's data has none
+    assert not any(_looks_real(path) for _, path in _paths([make_session(s) for s in range(40)]))
