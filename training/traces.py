@@ -846,9 +846,9 @@ class Profile:
     # how often a request needs 1, 2, ... 5 calls, in training: more of the long requests that are
     # hardest to get right (the evaluation keeps ``CALL_WEIGHTS``)
     call_weights: tuple[int, ...] = (20, 26, 24, 17, 13)
-    # sessions on a folder tree with real-looking names (``FileTree.build``): none in the shipped
-    # model's data (half of them, tried, cost calls on the made-up names: docs/model-card.md); the
-    # evaluation's ``--real-files`` asks about such trees
+    # sessions on a folder tree with real-looking names (``FileTree.build``): none in the main stage's
+    # data (half of them there, tried, cost calls on the made-up names), half in the last stage's
+    # (``real``; docs/model-card.md); the evaluation's ``--real-files`` asks about such trees
     real_trees: float = 0.0
 
 
@@ -856,6 +856,9 @@ PROFILES = {
     "full": Profile(),
     "probe": Profile(max_turns=1, tools=("calculator", "current_time", "convert_units", "read_file"),
                      kinds=("calc", "time", "units", "read_file"), max_calls=3, interrupts=False),
+    # the full sessions, half of them on folders with real-looking names: a short last stage on these
+    # teaches the names people use without costing the made-up ones (docs/model-card.md)
+    "real": Profile(real_trees=0.5),
 }
 
 

@@ -375,11 +375,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=None,
                    help="seed of the first stage (default: --seed); another --seed then changes only the second")
     p.add_argument("--sessions", type=int, default=10000, help="training sessions to generate")
-    p.add_argument("--profile", choices=["full", "probe"], default="full",
+    p.add_argument("--profile", choices=["full", "probe", "real"], default="full",
                    help="what sessions hold: all tools and turns, or the earlier probe's simpler regime")
     p.add_argument("--first-steps", type=int, default=1500,
                    help="steps of a first stage on simpler sessions, where copying is learnt (0: none)")
-    p.add_argument("--first-profile", choices=["full", "probe"], default="probe")
+    p.add_argument("--first-profile", choices=["full", "probe", "real"], default="probe")
     p.add_argument("--first-sessions", type=int, default=30000)
     p.add_argument("--first-row", type=int, default=512)
     p.add_argument("--first-batch", type=int, default=12)
@@ -400,6 +400,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens in a copy row's spans (long spans teach copying sooner: see the model card)")
     p.add_argument("--copy-keep", type=int, default=0, help="copy rows trained beside every later step")
     p.add_argument("--copy-keep-row", type=int, default=512, help="tokens per row of those")
+    p.add_argument("--finish-steps", type=int, default=0,
+                   help="steps of a last stage on other sessions, from the main stage's weights (0: none)")
+    p.add_argument("--finish-profile", choices=["full", "probe", "real"], default="real")
+    p.add_argument("--finish-sessions", type=int, default=10000)
+    p.add_argument("--finish-seed", type=int, default=None, help="seed of the last stage (default: --seed + 100)")
+    p.add_argument("--finish-lr", type=float, default=3e-4)
+    p.add_argument("--finish-warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=1150)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=60)
@@ -433,11 +440,29 @@ def first_stage(args: argparse.Namespace) -> argparse.Namespace:
     return first
 
 
+def last_stage(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments of the last stage: the same run, on the ``--finish-*`` sessions and schedule, in
+    ``WORK/finish``."""
+    last = argparse.Namespace(**vars(args))
+    last.profile, last.steps, last.sessions = args.finish_profile, args.finish_steps, args.finish_sessions
+    last.lr, last.warmup = args.finish_lr, args.finish_warmup
+    last.seed = args.seed + 100 if args.finish_seed is None else args.finish_seed
+    last.work = str(Path(args.work) / "finish")
+    return last
+
+
+def stage_works(args: argparse.Namespace) -> list[Path]:
+    """The work folders of the stages the command runs, in order."""
+    return ([Path(first_stage(args).work)] if args.first_steps else []) + [Path(args.work)] + (
+        [Path(last_stage(args).work)] if args.finish_steps else [])
+
+
 def run(args: argparse.Namespace) -> Path:
-    """Both stages: the first (if any) on its own data, then the main one starting from its weights and
-    tokenizer. Returns the final checkpoint."""
+    """Every stage: the first (if any) on its own data, then the main one starting from its weights and
+    tokenizer, then the last (if any) from the main one's. Returns the final checkpoint."""
     init = train(first_stage(args)) if args.first_steps else None
-    return train(args, init=init)
+    ckpt = train(args, init=init)
+    return train(last_stage(args), init=ckpt) if args.finish_steps else ckpt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -447,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = run(args)
     digest = export(ckpt, Path(args.out), f16=not args.f32)
     work = Path(args.work)
-    stages = ([Path(first_stage(args).work)] if args.first_steps else []) + [work]
+    stages = stage_works(args)
     plot([stage / "log.jsonl" for stage in stages], work / "loss.png")
     summaries = [json.loads((stage / "summary.json").read_text()) for stage in stages]
     minutes = sum(s["minutes"] + s["data"]["seconds"] / 60 for s in summaries)  # training and data

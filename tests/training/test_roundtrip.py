@@ -173,3 +173,24 @@ def test_the_second_stage_starts_from_the_first_stages_weights_and_tokenizer(tmp
         assert torch.allclose(second["model"][name], weight, atol=1e-5), name
     pipeline.plot([work / "first" / "log.jsonl", work / "log.jsonl"], work / "loss.png")
     assert (work / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_last_stage_continues_the_main_one_on_sessions_of_its_own(tmp_path):
+    work = tmp_path / "three"
+    args = pipeline.parse_args([
+        "--first-steps", "0", "--steps", "2", "--sessions", "30", "--row", "512", "--batch", "2",
+        "--finish-steps", "2", "--finish-sessions", "30", "--finish-lr", "1e-9", "--finish-warmup", "1",
+        "--val-sessions", "4", "--vocab", "600", "--embd", "64", "--layers", "2", "--heads", "4", "--ff", "128",
+        "--no-compile", "--workers", "1", "--log-every", "1", "--threads", "2", "--seed", "3",
+        "--work", str(work), "--out", str(work / "m.gguf")])
+    ckpt = pipeline.run(args)
+    assert ckpt == work / "finish" / "checkpoint.pt"
+    assert pipeline.stage_works(args) == [work, work / "finish"]
+    main = torch.load(work / "checkpoint.pt", weights_only=False)
+    last = torch.load(ckpt, weights_only=False)
+    assert (main["args"]["profile"], last["args"]["profile"]) == ("full", "real")
+    assert (main["args"]["seed"], last["args"]["seed"]) == (3, 103)  # other sessions than the main stage's
+    assert json.loads((work / "finish" / "data.json").read_text())["key"].startswith("seed=103 sessions=30 ")
+    assert last["pieces"] == main["pieces"] and last["step"] == 1
+    for name, weight in main["model"].items():  # a learning rate of 1e-9 leaves the main stage's weights
+        assert torch.allclose(last["model"][name], weight, atol=1e-5), name
