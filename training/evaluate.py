@@ -161,12 +161,12 @@ class Episode:
                 and (self.user_interrupt is None or self.acted_on_user))
 
 
-def _held_out(seed: int, shape=PROFILES["full"], real: bool = False):
+def _held_out(seed: int, shape=PROFILES["full"], real: bool = False, long: bool = False):
     """An episode's draws, as training draws a session's: its tools on a held-out folder tree (with
-    ``real``, one with real-looking names), their estimates (set on the tools, as the tool list will
-    show them) and a planner of held-out requests."""
+    ``real``, one with real-looking names; with ``long`` too, long files and a crowded folder), their
+    estimates (set on the tools, as the tool list will show them) and a planner of held-out requests."""
     rng = random.Random(seed)
-    runner = ToolRunner(rng, heldout=True, real=real)
+    runner = ToolRunner(rng, heldout=True, real=real, long=long)
     estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0))) for tool in runner.registry}
     registry = runner.registry if shape.tools is None else Registry(
         [t for t in runner.registry if t.name in shape.tools])
@@ -177,11 +177,11 @@ def _held_out(seed: int, shape=PROFILES["full"], real: bool = False):
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
                 copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None,
-                typed_references: bool = True, real: bool = False) -> Episode:
+                typed_references: bool = True, real: bool = False, long: bool = False) -> Episode:
     """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes);
-    ``real``: on a folder tree with real-looking names."""
+    ``real``: on a folder tree with real-looking names; ``long``: one with long results too."""
     shape = PROFILES[profile]
-    rng, runner, estimates, registry, planner = _held_out(seed, shape, real)
+    rng, runner, estimates, registry, planner = _held_out(seed, shape, real or long, long)
     try:
         turn = plan_turn(rng, planner, shape.max_calls, shape.interrupts)
         first = [c for t in turn.tasks for c in t.calls]
@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --second-turns: stop the first answer at its first words after its calls")
     p.add_argument("--real-files", action="store_true",
                    help="put each episode's folder tree in real-looking names (README.md, src, test_api.py)")
+    p.add_argument("--long-files", action="store_true",
+                   help="as --real-files, with long files and a crowded folder in each tree (long results)")
     p.add_argument("--everyday", action="store_true",
                    help="run the fixed list of everyday requests instead (EVERYDAY; --episodes is ignored)")
     args = p.parse_args(argv)
@@ -504,7 +506,8 @@ def main(argv: list[str] | None = None) -> None:
         episodes.append(run_episode(Path(args.model), args.first_seed + i, mode=Mode(args.mode),
                                     profile=args.profile, copy_bias=args.copy_bias,
                                     copy_text=args.copy_text, n_threads=args.threads,
-                                    typed_references=args.typed_references, real=args.real_files))
+                                    typed_references=args.typed_references, real=args.real_files,
+                                    long=args.long_files))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)

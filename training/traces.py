@@ -148,9 +148,9 @@ async def _no_sleep(_seconds: float) -> None:
 class ToolRunner:
     """The built-in tools on a generated folder tree, at a fixed moment."""
 
-    def __init__(self, rng: random.Random, heldout: bool, real: bool = False) -> None:
+    def __init__(self, rng: random.Random, heldout: bool, real: bool = False, long: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="asynclm-trace-"))
-        self.tree = FileTree.build(self.root, rng, heldout, real)
+        self.tree = FileTree.build(self.root, rng, heldout, real, long)
         self.registry: Registry = default_registry(str(self.root))
         day = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
             days=rng.randint(0, 364), seconds=rng.randint(0, 86399))
@@ -189,12 +189,18 @@ class FileTree:
     folders: list[str]
     files: dict[str, list[str]]  # relative path -> lines
     words: dict[str, int]  # word -> number of lines containing it
+    long: bool = False  # with long files and a crowded folder (``build``)
+    big: list[str] = field(default_factory=list)  # those long files and that folder
 
     @classmethod
-    def build(cls, root: Path, rng: random.Random, heldout: bool, real: bool = False) -> "FileTree":
+    def build(cls, root: Path, rng: random.Random, heldout: bool, real: bool = False,
+              long: bool = False) -> "FileTree":
         """Made-up names and words; with ``real``, a folder as people's own look: names of the kinds
         real projects and home folders hold (``README.md``, ``src``, ``test_api.py``), more files,
-        and lines of everyday words among the made-up ones."""
+        and lines of everyday words among the made-up ones. ``long`` adds what real folders also
+        hold and the other trees never do: files of dozens of long lines (some longer than a
+        result's cut) and, half the time, a folder of a dozen or more files, so that results run to
+        hundreds of characters (``LONG_RESULT``)."""
         if real:
             folders = sorted({ent.real_folder(rng, heldout) for _ in range(rng.randint(2, 4))})
             vocabulary = [ent.fresh_word(rng, heldout) for _ in range(14)] + rng.sample(ent.REAL_WORDS, 14)
@@ -216,6 +222,21 @@ class FileTree:
             rel = f"{folder}/{name}" if folder else name
             files[rel] = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(*line_words)))
                           for _ in range(rng.randint(*n_lines))]
+        if long:  # drawn after the rest, so that the tree's other files are those of a short tree
+            crowded = rng.choice(folders) if rng.random() < 0.5 else None
+            big = [crowded] if crowded else []
+            extra = [(rng.choice(folders + [""]), (12, 70), (4, 14)) for _ in range(rng.randint(1, 3))]
+            extra += [(crowded, (1, 3), (2, 6)) for _ in range(rng.randint(16, 32))] if crowded else []
+            for folder, lines, words_per_line in extra:
+                name = ent.real_name(rng, heldout) if real else ent.fresh_word(rng, heldout) + rng.choice(
+                    ent.EXTENSIONS)
+                rel = f"{folder}/{name}" if folder else name
+                if name.lower() in taken or rel in files:
+                    continue
+                files[rel] = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(*words_per_line)))
+                              for _ in range(rng.randint(*lines))]
+                if lines[0] > 3:
+                    big.append(rel)
         for folder in folders:
             (root / folder).mkdir()
         for rel, lines in files.items():
@@ -225,7 +246,7 @@ class FileTree:
             for line in lines:
                 for w in set(line.split()):
                     words[w] = words.get(w, 0) + 1
-        return cls(folders, files, words)
+        return cls(folders, files, words, long, big if long else [])
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,9 +386,15 @@ class Planner:
         return Task("calc_units", phrase, [first, second], u2)
 
     def _folder(self) -> str:
+        big = [f for f in self.tree.big if f in self.tree.folders]
+        if big and self.rng.random() < 0.6:  # a long tree's requests are mostly about its long results
+            return big[0]
         return self.rng.choice(self.tree.folders)
 
     def _file(self) -> str:
+        big = [f for f in self.tree.big if f in self.tree.files]
+        if big and self.rng.random() < 0.6:
+            return self.rng.choice(big)
         return self.rng.choice(sorted(self.tree.files))
 
     def _missing_file(self) -> str:
@@ -394,6 +421,8 @@ class Planner:
     def _search(self) -> Task:
         r = self.rng
         words = sorted(w for w, n in self.tree.words.items() if n <= 3)
+        if self.tree.long and r.random() < 0.4:  # a word on many lines: a long list of hits
+            words = sorted(w for w, n in self.tree.words.items() if n > 6) or words
         word = ent.fresh_word(r, self.heldout) if r.random() < 0.15 or not words else r.choice(words)
         if r.random() < 0.3:
             folder = self._folder()
@@ -501,10 +530,27 @@ def render_request(rng: random.Random, tasks: list[Task], typo_rate: float = 0.0
 # What the model says about results
 
 
+# A result longer than this (in characters) is too long to repeat: the answer says how it begins (its
+# first lines, entries or matches, ``LONG_KEEP`` of them) and that there is more. No result of the
+# short trees comes near it (the longest is about 210 characters).
+LONG_RESULT = 400
+LONG_KEEP = {"list_dir": 6, "read_file": 2, "search_files": 4}
+
+
+def is_long(call: Call) -> bool:
+    return call.ok and call.name in LONG_KEEP and len(call.payload) > LONG_RESULT
+
+
 def key_values(call: Call) -> list[str]:
     """The parts of a successful result that an answer must contain."""
     if not call.ok:
         return []
+    if is_long(call):
+        return _all_values(call)[:LONG_KEEP[call.name]]
+    return _all_values(call)
+
+
+def _all_values(call: Call) -> list[str]:
     if call.name == "calculator":
         return [call.payload]
     if call.name == "current_time":
@@ -568,6 +614,8 @@ def result_sentence(rng: random.Random, call: Call, task: Task) -> str:
         return f"{a['time']} in {a['from_timezone']} is {v[0]} in {a['to_timezone']}."
     if call.name == "convert_units":
         return rng.choice([f"{p}.", f"That is {p.split(' = ', 1)[1]} ({p})."])
+    if is_long(call):
+        return _long_sentence(rng, call, v)
     if call.name == "list_dir":
         if not v:
             return f"{a['path']} is empty."
@@ -590,6 +638,19 @@ def result_sentence(rng: random.Random, call: Call, task: Task) -> str:
     return f"{p}."
 
 
+def _long_sentence(rng: random.Random, call: Call, v: list[str]) -> str:
+    a = call.kwargs
+    if call.name == "list_dir":
+        return rng.choice([f"{a['path']} holds many entries, starting with {', '.join(v)}.",
+                           f"{a['path']} is a long list; it starts {', '.join(v)}."])
+    if call.name == "read_file":
+        body = " / ".join(v)
+        return rng.choice([f'{a["path"]} is long; it begins "{body}".',
+                           f'{a["path"]} runs on; the first lines are "{body}".'])
+    return rng.choice([f"{a['pattern']} appears in many places, first at {', '.join(v)}.",
+                       f"Many matches for {a['pattern']}; the first are {', '.join(v)}."])
+
+
 def summary_fact(call: Call) -> str:
     a = call.kwargs
     if not call.ok:
@@ -603,10 +664,11 @@ def summary_fact(call: Call) -> str:
         return f"{a['to_timezone']} {v[0]}"
     if call.name == "convert_units":
         return call.payload.split(" = ", 1)[1]
+    more = " and more" if is_long(call) else ""
     if call.name in ("list_dir", "search_files"):
-        return ", ".join(v) if v else "nothing found"
+        return ", ".join(v) + more if v else "nothing found"
     if call.name == "read_file":
-        return " / ".join(v)
+        return " / ".join(v) + more
     if call.name == "file_info":
         return f"{a['path']} {' '.join(v)}"
     return call.payload
@@ -850,6 +912,8 @@ class Profile:
     # data (half of them there, tried, cost calls on the made-up names), half in the last stage's
     # (``real``; docs/model-card.md); the evaluation's ``--real-files`` asks about such trees
     real_trees: float = 0.0
+    # of those sessions, the share whose tree also has long files and a crowded folder (long results)
+    long_trees: float = 0.0
 
 
 PROFILES = {
@@ -859,6 +923,8 @@ PROFILES = {
     # the full sessions, half of them on folders with real-looking names: a short last stage on these
     # teaches the names people use without costing the made-up ones (docs/model-card.md)
     "real": Profile(real_trees=0.5),
+    # as ``real``, and half of those folders with long files and a crowded folder: long results
+    "long": Profile(real_trees=0.5, long_trees=0.5),
 }
 
 
@@ -868,7 +934,8 @@ def make_session(seed: int, heldout: bool = False, max_turns: int = 5, profile: 
     rng = random.Random(seed)
     # drawn apart from the session's own draws, so that the other sessions stay as they were
     real = shape.real_trees > 0 and random.Random(f"real tree {seed}").random() < shape.real_trees
-    runner = ToolRunner(rng, heldout, real)
+    long = real and shape.long_trees > 0 and random.Random(f"long tree {seed}").random() < shape.long_trees
+    runner = ToolRunner(rng, heldout, real, long)
     try:
         estimates = {tool.name: math.exp(rng.uniform(math.log(0.001), math.log(1.0)))
                      for tool in runner.registry}

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .traces import PROFILES
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "asynclm" / "models" / "asynclm-tiny.gguf"
 HELDOUT_BASE = 900_000_000  # validation sessions: held-out seeds and held-out entity values
@@ -375,11 +377,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=None,
                    help="seed of the first stage (default: --seed); another --seed then changes only the second")
     p.add_argument("--sessions", type=int, default=10000, help="training sessions to generate")
-    p.add_argument("--profile", choices=["full", "probe", "real"], default="full",
+    p.add_argument("--profile", choices=sorted(PROFILES), default="full",
                    help="what sessions hold: all tools and turns, or the earlier probe's simpler regime")
     p.add_argument("--first-steps", type=int, default=1500,
                    help="steps of a first stage on simpler sessions, where copying is learnt (0: none)")
-    p.add_argument("--first-profile", choices=["full", "probe", "real"], default="probe")
+    p.add_argument("--first-profile", choices=sorted(PROFILES), default="probe")
     p.add_argument("--first-sessions", type=int, default=30000)
     p.add_argument("--first-row", type=int, default=512)
     p.add_argument("--first-batch", type=int, default=12)
@@ -402,7 +404,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--copy-keep-row", type=int, default=512, help="tokens per row of those")
     p.add_argument("--finish-steps", type=int, default=0,
                    help="steps of a last stage on other sessions, from the main stage's weights (0: none)")
-    p.add_argument("--finish-profile", choices=["full", "probe", "real"], default="real")
+    p.add_argument("--finish-profile", choices=sorted(PROFILES), default="real")
     p.add_argument("--finish-sessions", type=int, default=10000)
     p.add_argument("--finish-seed", type=int, default=None, help="seed of the last stage (default: --seed + 100)")
     p.add_argument("--finish-lr", type=float, default=3e-4)

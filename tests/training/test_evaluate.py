@@ -89,3 +89,21 @@ def test_real_file_episodes_ask_about_held_out_real_looking_names():
         finally:
             runner.close()
     assert any(any(ch.isupper() or ch in "_-" for ch in n) or n in ent.REAL_FOLDERS for n in names), names
+
+
+def test_long_file_episodes_ask_about_long_files_and_crowded_folders():
+    from training.evaluate import _held_out
+    from training.traces import plan_turn
+
+    asked, short = [], []
+    for seed in range(HELDOUT_EVAL_BASE, HELDOUT_EVAL_BASE + 20):
+        for long, into in ((True, asked), (False, short)):
+            rng, runner, _, _, planner = _held_out(seed, real=True, long=long)
+            try:
+                turn = plan_turn(rng, planner)
+                paths = {call.kwargs.get("path") for c in turn.tasks for call in c.calls}
+                into += [p for p in paths if p in runner.tree.big]
+                assert bool(runner.tree.big) == long
+            finally:
+                runner.close()
+    assert len(asked) >= 5 and not short, asked

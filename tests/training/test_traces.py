@@ -235,10 +235,7 @@ def _paths(sessions):
             for task in t.tasks + t.interrupt_tasks for c in task.calls if isinstance(c.kwargs.get("path"), str)]
 
 
-def test_a_profile_can_put_sessions_on_real_looking_trees_with_names_on_their_side_of_the_split(monkeypatch):
-    from training.traces import PROFILES, Profile
-
-    monkeypatch.setitem(PROFILES, "real", Profile(real_trees=0.5))
+def test_a_profile_can_put_sessions_on_real_looking_trees_with_names_on_their_side_of_the_split():
     sessions = [make_session(s, profile="real") for s in range(60)]
     sessions += [make_session(s, heldout=True, profile="real") for s in range(60, 80)]
     paths = _paths(sessions)
@@ -248,5 +245,30 @@ def test_a_profile_can_put_sessions_on_real_looking_trees_with_names_on_their_si
     for seed, path in paths:
         for part in path.split("/"):
             assert ent.held_out(part.split(".")[0]) == (seed >= 60), path
-    # the shipped model's data has none
+    # the main stage's data has none
     assert not any(_looks_real(path) for _, path in _paths([make_session(s) for s in range(40)]))
+
+
+def _calls(session):
+    return [c for t in session.turns for task in t.tasks + t.interrupt_tasks for c in task.calls]
+
+
+def test_long_trees_give_long_results_whose_answers_quote_how_they_begin():
+    from training.traces import LONG_KEEP, LONG_RESULT, _all_values, is_long, key_values
+
+    sessions = [make_session(s, profile="long") for s in range(100)]
+    long_calls = [(s, c) for s in sessions for c in _calls(s) if is_long(c)]
+    assert {c.name for _, c in long_calls} >= {"read_file", "search_files"}, long_calls
+    assert len(long_calls) >= 15
+    quoted = 0
+    for s, c in long_calls:
+        written = "".join(a for a, by_model in s.atoms if by_model and not isinstance(a, Marker))
+        values = _all_values(c)
+        assert key_values(c) == values[:LONG_KEEP[c.name]] and len(values) > len(key_values(c))
+        assert not any(sep.join(values) in written for sep in (", ", " / ")), "a long result is not repeated whole"
+        quoted += all(v in written for v in key_values(c))
+    assert quoted >= 0.8 * len(long_calls), "the answers quote how long results begin"
+    # the other profiles' trees never give a result that long: their sessions are as they were
+    for profile in ("full", "real", "probe"):
+        for seed in range(30):
+            assert not any(len(c.payload) > LONG_RESULT for c in _calls(make_session(seed, profile=profile)))
