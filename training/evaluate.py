@@ -255,7 +255,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
         engine.send(turn.request)
         if not done.wait(timeout):
             engine.stop_and_wait(5)
-            episode.end_reason = episode.end_reason or "timeout"
+            episode.end_reason = "timeout"  # (stopping it ended the turn as "stopped")
     finally:
         engine.close()
         backend.close()
@@ -434,7 +434,7 @@ def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias:
             state["turn"] = 2
             if not engine.ask(second.request, timeout=timeout):
                 engine.stop_and_wait(5)
-                result.end_reason = result.end_reason or "timeout"
+                result.end_reason = "timeout"
         finally:
             engine.close()
             backend.close()
