@@ -8,7 +8,9 @@ Two stages. The first trains on simpler sessions (four tools, one turn, short ro
 rate for long enough that the model learns to copy values from the request into its calls (copying
 appears after about 1000 steps of 12 x 512 tokens; the model card has the measurements). The second
 continues from its weights and tokenizer on the full sessions (every tool, several turns, 2048-token
-rows). ``--first-steps 0`` trains the full sessions alone.
+rows). ``--first-steps 0`` trains the full sessions alone. ``--finish-steps`` adds a short last stage
+from the second's weights, at a low learning rate, on sessions of its own (``--finish-profile``: by
+default the full sessions, half of them on folders with real-looking names).
 
 A checkpoint is written every ``--checkpoint-every`` steps; ``--resume`` continues from it (with a
 larger ``--steps`` to train longer), so a run can be split over several sittings. A resumed run keeps
@@ -17,7 +19,8 @@ the checkpoint's tokenizer, even when the sessions have changed since.
 Every stage is deterministic from ``--seed``: the sessions (seeds ``seed*10**6 + i``), the BPE, the
 packing order, the initial weights and the batch order (``--first-seed`` gives the first stage a seed of
 its own, so that another ``--seed`` trains the second stage again on other sessions from the same
-first stage). Work files go to ``--work`` and are reused
+first stage; the last stage's seed is ``--seed`` + 100 unless ``--finish-seed`` says). Work files go
+to ``--work`` and are reused
 when their inputs have not changed (so an interrupted run restarts from the data, not from zero).
 """
 
@@ -405,7 +408,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finish-steps", type=int, default=0,
                    help="steps of a last stage on other sessions, from the main stage's weights (0: none)")
     p.add_argument("--finish-profile", choices=sorted(PROFILES), default="real")
-    p.add_argument("--finish-sessions", type=int, default=10000)
+    p.add_argument("--finish-sessions", type=int, default=3000,
+                   help="its sessions (a short stage reads under half of the rows they fill)")
     p.add_argument("--finish-seed", type=int, default=None, help="seed of the last stage (default: --seed + 100)")
     p.add_argument("--finish-lr", type=float, default=3e-4)
     p.add_argument("--finish-warmup", type=int, default=20)
