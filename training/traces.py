@@ -199,7 +199,7 @@ class FileTree:
         real projects and home folders hold (``README.md``, ``src``, ``test_api.py``), more files,
         and lines of everyday words among the made-up ones. ``long`` adds what real folders also
         hold and the other trees never do: files of dozens of long lines (some longer than a
-        result's cut) and, half the time, a folder of a dozen or more files, so that results run to
+        result's cut) and, half the time, 16-32 more small files in one folder, so that results run to
         hundreds of characters (``LONG_RESULT``)."""
         if real:
             folders = sorted({ent.real_folder(rng, heldout) for _ in range(rng.randint(2, 4))})
