@@ -381,7 +381,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seed of the first stage (default: --seed); another --seed then changes only the second")
     p.add_argument("--sessions", type=int, default=10000, help="training sessions to generate")
     p.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                   help="what sessions hold: all tools and turns, or the earlier probe's simpler regime")
+                   help="what sessions hold: all tools and turns (full), the earlier probe's simpler regime "
+                        "(probe), or full with half on real-looking folders (real) and some of those long (long)")
     p.add_argument("--first-steps", type=int, default=1500,
                    help="steps of a first stage on simpler sessions, where copying is learnt (0: none)")
     p.add_argument("--first-profile", choices=sorted(PROFILES), default="probe")
@@ -451,7 +452,7 @@ def last_stage(args: argparse.Namespace) -> argparse.Namespace:
     ``WORK/finish``."""
     last = argparse.Namespace(**vars(args))
     last.profile, last.steps, last.sessions = args.finish_profile, args.finish_steps, args.finish_sessions
-    last.lr, last.warmup = args.finish_lr, args.finish_warmup
+    last.lr, last.warmup, last.copy_steps = args.finish_lr, args.finish_warmup, 0  # no copy warm-up again
     last.seed = args.seed + 100 if args.finish_seed is None else args.finish_seed
     last.work = str(Path(args.work) / "finish")
     return last
