@@ -211,30 +211,34 @@ class FileTree:
             n_files, line_words, n_lines = rng.randint(4, 8), (2, 5), (1, 2)
         taken = {f.lower() for f in folders}
         files: dict[str, list[str]] = {}
+
+        def new_name() -> str:
+            if real:
+                return ent.real_name(rng, heldout)
+            return ent.fresh_word(rng, heldout) + rng.choice(ent.EXTENSIONS)
+
+        def text(lines: tuple[int, int], words_per_line: tuple[int, int]) -> list[str]:
+            return [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(*words_per_line)))
+                    for _ in range(rng.randint(*lines))]
+
         for _ in range(n_files):
             folder = rng.choice(folders + [""])
-            if real:
-                name = ent.real_name(rng, heldout)
-            else:
-                name = ent.fresh_word(rng, heldout) + rng.choice(ent.EXTENSIONS)
+            name = new_name()
             if name.lower() in taken:  # a file named as a folder (``NOTES`` beside ``notes``)
                 continue
-            rel = f"{folder}/{name}" if folder else name
-            files[rel] = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(*line_words)))
-                          for _ in range(rng.randint(*n_lines))]
+            files[f"{folder}/{name}" if folder else name] = text(n_lines, line_words)
+        big: list[str] = []
         if long:  # drawn after the rest, so that the tree's other files are those of a short tree
             crowded = rng.choice(folders) if rng.random() < 0.5 else None
-            big = [crowded] if crowded else []
+            big += [crowded] if crowded else []
             extra = [(rng.choice(folders + [""]), (12, 70), (4, 14)) for _ in range(rng.randint(1, 3))]
             extra += [(crowded, (1, 3), (2, 6)) for _ in range(rng.randint(16, 32))] if crowded else []
             for folder, lines, words_per_line in extra:
-                name = ent.real_name(rng, heldout) if real else ent.fresh_word(rng, heldout) + rng.choice(
-                    ent.EXTENSIONS)
+                name = new_name()
                 rel = f"{folder}/{name}" if folder else name
                 if name.lower() in taken or rel in files:
                     continue
-                files[rel] = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(*words_per_line)))
-                              for _ in range(rng.randint(*lines))]
+                files[rel] = text(lines, words_per_line)
                 if lines[0] > 3:
                     big.append(rel)
         for folder in folders:
@@ -246,7 +250,7 @@ class FileTree:
             for line in lines:
                 for w in set(line.split()):
                     words[w] = words.get(w, 0) + 1
-        return cls(folders, files, words, long, big if long else [])
+        return cls(folders, files, words, long, big)
 
 
 # --------------------------------------------------------------------------------------------
