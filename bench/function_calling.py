@@ -279,22 +279,7 @@ def measure(log: list[ev.Event], task: Task, engine: Engine, scripts: list[str])
     calls = {c.call_id: c for seg in task.segments for c in seg}
     if set(runtime) != set(calls):
         raise RuntimeError(f"{task.task_id}: calls {sorted(set(calls) - set(runtime))} did not run")
-    # The LPT bound: the model writes every token at its measured speed, starting each segment no
-    # earlier than it arrives; each call runs its measured latency from the end of its [END] (or from
-    # its dependency's completion), with no other delay. The answer cannot end before both.
-    dialect = engine.dialect
-    completion: dict[str, float] = {}
-    clock = 0.0
-    for k, (seg, script) in enumerate(zip(task.segments, scripts)):
-        clock = max(clock, ARRIVALS[k])
-        for call in lpt_order(seg):
-            cut = script.index(f"[CALL] {call.call_id} [HEAD]")
-            cut = script.index("[END]", cut) + len("[END]")
-            issued = clock + len(dialect.encode(split_atoms(script[:cut]))) * per_token
-            ready = max([issued] + [completion[d] for d in call.refs.values()])
-            completion[call.call_id] = ready + runtime[call.call_id]
-        clock += len(dialect.encode(split_atoms(script))) * per_token
-    bound = max([clock] + list(completion.values()))
+    bound = lpt_bound(engine.dialect, task, scripts, per_token, runtime)
     injected = [e for e in log if isinstance(e, ev.InterruptInjected) and "user" not in e.sources]
     return {
         "task": task.task_id,
@@ -311,6 +296,55 @@ def measure(log: list[ev.Event], task: Task, engine: Engine, scripts: list[str])
             "end": round(latency, 4),
         },
     }
+
+
+def lpt_bound(dialect: Dialect, task: Task, scripts: list[str], per_token: float,
+              runtime: dict[str, float]) -> float:
+    """The LPT bound: the model writes every token at ``per_token`` seconds and does nothing else.
+
+    A segment the user types enters at the first token boundary outside a block after it arrives and
+    is written before the rest of the segment it interrupts, as the engine and the scripted policy do.
+    Each call runs its measured ``runtime`` from the end of its ``[END]`` (or from its dependency's
+    completion), with no other delay. The answer cannot end before every token is written and every
+    call is done."""
+    def tokens_in(text: str) -> int:
+        return len(dialect.encode(split_atoms(text)))
+
+    segments = []  # per segment: its length in tokens, its calls' block spans and [END] positions
+    for seg, script in zip(task.segments, scripts):
+        spans, ends = [], {}
+        for call in seg:
+            start = script.index(f"[CALL] {call.call_id} [HEAD]")
+            end = script.index("[END]", start) + len("[END]")
+            spans.append((tokens_in(script[:start]), tokens_in(script[:end])))
+            ends[spans[-1][1]] = call.call_id
+        segments.append((tokens_in(script), spans, ends))
+
+    clock, issued = 0.0, {}
+    writing: list[list[int]] = []  # [segment, tokens written], the one being written last
+    arrived = 0
+    while True:
+        safe = not writing or not any(a < writing[-1][1] < b for a, b in segments[writing[-1][0]][1])
+        due = arrived < len(segments) and (not writing or (safe and ARRIVALS[arrived] <= clock))
+        if due:
+            clock = max(clock, ARRIVALS[arrived])
+            writing.append([arrived, 0])
+            arrived += 1
+        elif not writing:
+            break
+        elif writing[-1][1] == segments[writing[-1][0]][0]:
+            writing.pop()
+        else:
+            writing[-1][1] += 1
+            clock += per_token
+            if (call_id := segments[writing[-1][0]][2].get(writing[-1][1])) is not None:
+                issued[call_id] = clock
+    completion: dict[str, float] = {}
+    for seg in task.segments:
+        for call in lpt_order(seg):  # a call that takes another's result comes after it
+            ready = max([issued[call.call_id]] + [completion[d] for d in call.refs.values()])
+            completion[call.call_id] = ready + runtime[call.call_id]
+    return max([clock] + list(completion.values()))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -66,3 +66,37 @@ def test_ground_truth_calls_hold_only_arguments_their_functions_declare():
     # BFCL's answer for this task names an argument its function lacks
     task = next(t for t in bfcl_tasks(BFCL, "parallel_multiple", 13) if t.task_id == "parallel_multiple_12")
     assert [c.args for c in task.segments[0]][1] == {"electric_field": 5.0, "distance": 3.0, "charge": 0.0}
+
+
+def test_the_bound_writes_a_message_typed_mid_answer_as_soon_as_it_enters(tiny_model):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from function_calling import ARRIVALS, Call, Task, lpt_bound, segment_script
+
+    from asynclm.core.cml import split_atoms
+    from asynclm.core.dialect import select_dialect
+    from asynclm.core.llama import LlamaBackend
+
+    dialect = select_dialect(LlamaBackend(tiny_model, n_ctx=256, n_threads=1))
+    task = Task("t", "user_interrupts", [[Call("a1", "get_weather", {"city": "Paris"})],
+                                         [Call("b1", "get_time", {"zone": "UTC"})]], ["first", "second"], {})
+    scripts = [segment_script(seg, k == 0) for k, seg in enumerate(task.segments)]
+    first, second = (len(dialect.encode(split_atoms(s))) for s in scripts)
+    per_token = 1.0 / first  # the first answer takes a second to write; the second message comes at 0.2 s
+    assert ARRIVALS[1] == 0.2
+
+    def tokens_to(script: str, marker: str, after: bool = False) -> int:
+        cut = script.index(marker) + (len(marker) if after else 0)
+        return len(dialect.encode(split_atoms(script[:cut])))
+
+    # with instant calls, the bound is the time to write every token
+    assert lpt_bound(dialect, task, scripts, per_token, {"a1": 0.0, "b1": 0.0}) == pytest.approx(
+        (first + second) * per_token)
+    # b1 is written from 0.2 s on (not after the first answer's second), then runs its 5 s
+    b1 = tokens_to(scripts[1], "[END]", after=True)
+    bound = lpt_bound(dialect, task, scripts, per_token, {"a1": 0.0, "b1": 5.0})
+    assert 0.2 + b1 * per_token + 5.0 <= bound < 1.0 + 5.0
+    # but never inside a block: where 0.2 s falls just after a1's [CALL], a1's block is finished first
+    a1_start, a1_end = tokens_to(scripts[0], "[CALL]"), tokens_to(scripts[0], "[END]", after=True)
+    late = 0.2 / (a1_start + 0.5)
+    bound = lpt_bound(dialect, task, scripts, late, {"a1": 0.0, "b1": 5.0})
+    assert bound == pytest.approx((a1_end + b1) * late + 5.0)
