@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from markdown_it import MarkdownIt
+from markdown_it.rules_inline import StateInline
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
@@ -111,8 +113,44 @@ class ToolPane(Vertical, can_focus=True):
         self.post_message(self.Confirmed(self.call_id, event.button.id.startswith("allow-")))
 
 
+def answer_markdown() -> MarkdownIt:
+    """The answer's Markdown parser: Textual's own, except that what answers copy stays as written.
+
+    Answers repeat expressions and names from calls and results, and plain Markdown garbles them:
+    ``12*34 is 408 ... 12*34`` turns italic between the stars, ``__init__.py`` becomes a bold
+    ``init``, and a bare file name such as ``notes.txt`` becomes a link to ``http://notes.txt``. So
+    ``_`` is always a character (not emphasis), so is a ``*`` run between two letters or digits, and
+    only links with a scheme (``https://...``) are linked. Code spans and ``**bold**`` are kept."""
+    parser = MarkdownIt("gfm-like")
+    parser.inline.ruler.before("emphasis", "copied_text", _copied_delimiters)
+    if parser.linkify is not None:
+        parser.linkify.set({"fuzzy_link": False, "fuzzy_email": False})
+    return parser
+
+
+def _copied_delimiters(state: StateInline, silent: bool) -> bool:
+    """An inline rule before emphasis: take a ``_`` run, or a ``*`` run inside a word, as text."""
+    src, start = state.src, state.pos
+    mark = src[start]
+    if mark not in "*_":
+        return False
+    end = start
+    while end < state.posMax and src[end] == mark:
+        end += 1
+    if mark == "*" and not (start > 0 and src[start - 1].isalnum() and end < state.posMax
+                            and src[end].isalnum()):
+        return False
+    if not silent:
+        state.pending += src[start:end]
+    state.pos = end
+    return True
+
+
 class AnswerSegment(Markdown):
     """A stretch of the answer between two interrupts, streamed."""
+
+    def __init__(self, markdown: str = "", *, classes: str | None = None) -> None:
+        super().__init__(markdown, classes=classes, parser_factory=answer_markdown)
 
 
 class TurnView(Vertical):

@@ -4,6 +4,7 @@ import asyncio
 import time
 
 from textual import events
+from textual.widgets.markdown import MarkdownBlock
 
 from asynclm.core import events as ev
 from asynclm.core.engine import Engine, EngineConfig, Mode
@@ -338,4 +339,24 @@ def test_a_message_that_enters_beside_a_result_is_shown_with_its_words(tiny_mode
             injected = [e.sources for e in app.events if isinstance(e, ev.InterruptInjected)]
             assert {"a", "user"} in [set(s) for s in injected], injected
             assert any("you: and this too" in m for m in markers(app)), markers(app)
+    asyncio.run(go())
+
+
+def test_the_answer_shows_copied_expressions_and_file_names_as_written(tiny_model, tmp_path):
+    answer = "12*34 is 408 (12*34 = 408); pkg holds __init__.py and main.py; **done**, see https://example.com"
+
+    async def go():
+        app = make_app(tiny_model, [answer], tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await send(pilot, app, "what is 12*34 and what is in pkg")
+            await until(pilot, lambda: ended(app))
+            await pilot.pause(0.2)
+            [paragraph] = [block.render() for block in app.query(MarkdownBlock)]
+            assert paragraph.plain == answer.replace("**", "")
+            styles = {paragraph.plain[span.start:span.end]: str(span.style) for span in paragraph.spans}
+            # Markdown still works: bold, and a link with a scheme; nothing else is emphasis or a
+            # link (plain Markdown made "34 is 408 (12" italic, "init" bold and main.py a link to
+            # http://main.py)
+            assert set(styles) == {"done", "https://example.com"}
+            assert "strong" in styles["done"] and "link" in styles["https://example.com"]
     asyncio.run(go())
