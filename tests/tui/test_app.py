@@ -40,6 +40,13 @@ async def send(pilot, app, text):
     await pilot.press("enter")
 
 
+async def ask(pilot, app, text):
+    """Send ``text`` and wait until its answer has ended and been drawn."""
+    await send(pilot, app, text)
+    await until(pilot, lambda: ended(app))
+    await pilot.pause(0.2)
+
+
 def ended(app, turn=1):
     return any(isinstance(e, ev.TurnEnded) and e.turn == turn for e in app.events)
 
@@ -133,9 +140,7 @@ def test_what_a_turn_leaves_is_exempted_from_later_garbage_collections(tiny_mode
         async with app.run_test(size=(140, 45)) as pilot:
             await until(pilot, lambda: app.engine is not None)
             frozen = gc.get_freeze_count()
-            await send(pilot, app, "talk")
-            await until(pilot, lambda: ended(app))
-            await pilot.pause(0.2)
+            await ask(pilot, app, "talk")
             assert gc.get_freeze_count() > frozen  # the turn's transcript and widgets
     gc.unfreeze()
     asyncio.run(go())
@@ -198,9 +203,7 @@ def test_export_writes_markdown_and_json_lines(tiny_model, tmp_path):
     async def go():
         app = make_app(tiny_model, [THREE], tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
-            await send(pilot, app, "three things")
-            await until(pilot, lambda: ended(app))
-            await pilot.pause(0.2)
+            await ask(pilot, app, "three things")
             await pilot.press("ctrl+s")
             md = list(tmp_path.glob("asynclm-*.md"))
             jsonl = list(tmp_path.glob("asynclm-*.jsonl"))
@@ -235,9 +238,7 @@ def test_a_failed_tool_shows_its_error(tiny_model, tmp_path):
     async def go():
         app = make_app(tiny_model, ["[CALL] x [HEAD] boom(message=\"disk on fire\") [END][TRAP] [END]Sorry."], tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
-            await send(pilot, app, "break")
-            await until(pilot, lambda: ended(app))
-            await pilot.pause(0.2)
+            await ask(pilot, app, "break")
             pane = app.panes["x"]
             assert pane.state == "failed" and pane.has_class("-failed")
             shown = str(pane.query_one(".pane-result").render())
@@ -348,9 +349,7 @@ def test_the_answer_shows_copied_expressions_and_file_names_as_written(tiny_mode
     async def go():
         app = make_app(tiny_model, [answer], tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
-            await send(pilot, app, "what is 12*34 and what is in pkg")
-            await until(pilot, lambda: ended(app))
-            await pilot.pause(0.2)
+            await ask(pilot, app, "what is 12*34 and what is in pkg")
             [paragraph] = [block.render() for block in app.query(MarkdownBlock)]
             assert paragraph.plain == answer.replace("**", "")
             styles = {paragraph.plain[span.start:span.end]: str(span.style) for span in paragraph.spans}
