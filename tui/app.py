@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -578,6 +579,13 @@ class ChatApp(App):
             self.query_one("#status", StatusBar).update(text)
 
 
+def _quoted_block(text: str) -> list[str]:
+    """A tool's output as a code block inside a quote: every line of it, as it was (a file list's
+    ``__init__.py`` is not bold, a ``# heading`` in a file is not a heading)."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return [f"> {fence}", *(f"> {line}" for line in text.splitlines() or [""]), f"> {fence}"]
+
+
 def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]:
     """Write the session as Markdown (for reading) and JSON Lines (every event)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -607,10 +615,10 @@ def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]
         elif isinstance(e, ev.CallFinished):
             flush()
             result = e.result if len(e.result) <= 500 else e.result[:500] + " …"
-            lines += [f"> `{e.call_id}` returned after {e.elapsed:.2f}s: {result}", ""]
+            lines += [f"> `{e.call_id}` returned after {e.elapsed:.2f}s:", ">", *_quoted_block(result), ""]
         elif isinstance(e, ev.CallFailed):
             flush()
-            lines += [f"> `{e.call_id}` failed: {e.error}", ""]
+            lines += [f"> `{e.call_id}` failed:", ">", *_quoted_block(e.error), ""]
         elif isinstance(e, ev.CallCancelled):
             flush()
             lines += [f"> `{e.call_id}` was cancelled", ""]

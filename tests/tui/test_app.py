@@ -234,6 +234,20 @@ def test_export_quotes_what_the_user_said_mid_answer_even_from_older_transcripts
     assert "you interrupted: weather" not in text, "the opening message is the turn's heading, not an interrupt"
 
 
+
+def test_export_keeps_a_tool_output_as_it_was(tmp_path):
+    from markdown_it import MarkdownIt
+
+    listing = "__init__.py  0 B\n# notes.md  12 B\n``` fenced.md  3 B"
+    events = [ev.TurnStarted(t=1.0, turn=1, text="what is in pkg"),
+              ev.CallFinished(t=1.2, call_id="c1", name="list_dir", result=listing, elapsed=0.01),
+              ev.CallFailed(t=1.3, call_id="c2", name="read_file", error="FileNotFoundError: '__x__' does not exist",
+                            elapsed=0.01),
+              ev.TurnEnded(t=2.0, turn=1, reason="done", text="")]
+    md, _ = export_transcript(events, tmp_path)
+    blocks = [t.content for t in MarkdownIt().parse(md.read_text()) if t.type == "fence"]
+    assert blocks == [listing + "\n", "FileNotFoundError: '__x__' does not exist\n"]
+
 def test_a_failed_tool_shows_its_error(tiny_model, tmp_path):
     async def go():
         app = make_app(tiny_model, ["[CALL] x [HEAD] boom(message=\"disk on fire\") [END][TRAP] [END]Sorry."], tmp_path)
