@@ -466,8 +466,7 @@ class Engine:
                     self._trap("repetition")  # what it waits for may break the loop
         except ContextFull as exc:
             reason = "context_full"
-            self._emit(ev.Notice(level="error", message=(
-                f"{exc} The turn ended here; the transcript is kept. Start a new session to go on.")))
+            self._context_full(exc)
         except Exception as exc:
             reason = "error"
             log.exception("decode loop failed")
@@ -491,6 +490,30 @@ class Engine:
             with self._turn_cond:
                 self._turns_ended += 1
                 self._turn_cond.notify_all()
+
+    def _context_full(self, exc: ContextFull) -> None:
+        """The context cannot take what comes next, so the turn ends. Messages the user typed that are
+        still waiting cannot enter it either: they are handed back (``MessageNotSent``) rather than
+        left to open turn after turn, and the notice says what would make room."""
+        items = self.queue.drain()
+        self.queue.put_front([i for i in items if i.source != "user"])
+        typed = [i for i in items if i.source == "user"]
+        n_ctx = self.backend.n_ctx
+        tool_list = Interrupt("system", self._tools_text, "system")
+        fresh = len(self.dialect.session_start()) + len(self.dialect.encode_interrupts([tool_list], opening=True)[0])
+        longest = max((len(self.dialect.encode_interrupts([i], opening=True)[0]) for i in typed), default=0)
+        if typed and fresh + longest >= n_ctx:
+            n_train = self.backend.info.n_ctx_train
+            larger = f", or start with a larger --n-ctx (this model's own is {n_train})" if n_train > n_ctx else ""
+            message = (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
+                       f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}.")
+        elif typed:
+            message = f"{exc} Your message was not sent: start a new session and send it again."
+        else:
+            message = f"{exc} The turn ended here; the transcript is kept. Start a new session to go on."
+        self._emit(ev.Notice(level="error", message=message))
+        for item in typed:
+            self._emit(ev.MessageNotSent(text=item.payload))
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)

@@ -185,6 +185,14 @@ class InterruptQueued(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MessageNotSent(Event):
+    """A message the user typed that the context could not take: it never entered, and a front end
+    gives it back (the notice before it says why)."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class InterruptInjected(Event):
     sources: tuple[str, ...]
     n_tokens: int
@@ -221,7 +229,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SessionStarted, TurnStarted, TurnEnded, Notice, ModeChanged, TokenGenerated, TrapEntered,
         TrapLeft, Stats, CallDetected, CallRejected, CallWaiting, CallNeedsConfirmation, CallStarted,
-        CallFinished, CallFailed, CallCancelled, InterruptQueued, InterruptInjected, ContextExtended,
+        CallFinished, CallFailed, CallCancelled, InterruptQueued, MessageNotSent, InterruptInjected,
+        ContextExtended,
         SessionResumed,
     )
 }

@@ -390,6 +390,31 @@ def test_a_full_context_ends_the_turn_with_a_notice_and_the_session_goes_on(make
     assert log.answer(turn=2) == "fresh start"
 
 
+
+def test_a_message_longer_than_any_context_is_handed_back_once_and_the_session_goes_on(make_engine):
+    engine, log = make_engine(["short answer"], n_ctx=1024)  # the tool list takes 806 tokens
+    too_long = prose(100)  # 701 tokens
+    assert engine.ask(too_long, timeout=60)
+    assert [e.reason for e in log.of(ev.TurnEnded)] == ["context_full"]
+    assert [e.text for e in log.of(ev.MessageNotSent)] == [too_long]
+    [notice] = [n.message for n in log.of(ev.Notice) if n.level == "error"]
+    assert "Your message is 701 tokens" in notice and "Shorten it" in notice
+    # the message was not left queued to open turn after turn; the next one is answered
+    assert engine.ask("hello", timeout=60)
+    assert len(log.of(ev.TurnStarted)) == 2 and log.answer(turn=2) == "short answer"
+
+
+def test_a_message_a_full_context_cannot_take_is_handed_back_to_send_in_a_new_session(make_engine):
+    engine, log = make_engine([prose(20, "filler"), "fresh start"], n_ctx=1024)
+    assert engine.ask("hi", timeout=60) and log.first(ev.TurnEnded).reason == "done"
+    message = prose(15)  # 106 tokens: too many for what is left, not for a new session
+    assert engine.ask(message, timeout=60)
+    assert [e.text for e in log.of(ev.MessageNotSent)] == [message]
+    assert any("Your message was not sent: start a new session" in n.message for n in log.of(ev.Notice))
+    engine.new_session()
+    assert engine.ask(message, timeout=60)
+    assert log.answer(turn=3) == "fresh start" and len(log.of(ev.MessageNotSent)) == 1
+
 def test_sampled_output_never_breaks_the_protocol(make_engine, tiny_model):
     """A random model samples every token, markers included; the masks keep the grammar."""
     from asynclm.core.policy import SampledPolicy

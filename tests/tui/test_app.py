@@ -373,3 +373,24 @@ def test_the_answer_shows_copied_expressions_and_file_names_as_written(tiny_mode
             assert set(styles) == {"done", "https://example.com"}
             assert "strong" in styles["done"] and "link" in styles["https://example.com"]
     asyncio.run(go())
+
+
+
+def test_a_message_the_context_cannot_take_comes_back_to_the_prompt(tiny_model, tmp_path):
+    def make_engine(progress):
+        backend = LlamaBackend(tiny_model, n_ctx=1024, n_threads=2, progress=progress)  # 806 for the tools
+        return Engine(backend, make_test_tools(), policy=ScriptedPolicy(["Hello."]), config=EngineConfig())
+
+    too_long = prose(100)
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await ask(pilot, app, too_long)
+            prompt = app.query_one("#prompt", PromptArea)
+            assert prompt.text == too_long.strip()
+            assert sum(isinstance(e, ev.TurnStarted) for e in app.events) == 1
+            prompt.clear()
+            await ask(pilot, app, "hi")  # the session goes on
+            assert app.turns[2].answer_parts and "".join(app.turns[2].answer_parts) == "Hello."
+    asyncio.run(go())
