@@ -499,12 +499,15 @@ class Engine:
         self.queue.put_front([i for i in items if i.source != "user"])
         typed = [i for i in items if i.source == "user"]
         n_ctx = self.backend.n_ctx
-        tool_list = Interrupt("system", self._tools_text, "system")
-        fresh = len(self.dialect.session_start()) + len(self.dialect.encode_interrupts([tool_list], opening=True)[0])
-        longest = max((len(self.dialect.encode_interrupts([i], opening=True)[0]) for i in typed), default=0)
+
+        def tokens(item: Interrupt) -> int:
+            return len(self.dialect.encode_interrupts([item], opening=True)[0])
+
+        fresh = len(self.dialect.session_start()) + tokens(Interrupt("system", self._tools_text, "system"))
+        longest = max(map(tokens, typed), default=0)
         if typed and fresh + longest >= n_ctx:
             n_train = self.backend.info.n_ctx_train
-            larger = f", or start with a larger --n-ctx (this model's own is {n_train})" if n_train > n_ctx else ""
+            larger = f", or start with a larger --n-ctx (up to the model's {n_train})" if n_train > n_ctx else ""
             message = (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
                        f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}.")
         elif typed:

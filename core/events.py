@@ -230,8 +230,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SessionStarted, TurnStarted, TurnEnded, Notice, ModeChanged, TokenGenerated, TrapEntered,
         TrapLeft, Stats, CallDetected, CallRejected, CallWaiting, CallNeedsConfirmation, CallStarted,
         CallFinished, CallFailed, CallCancelled, InterruptQueued, MessageNotSent, InterruptInjected,
-        ContextExtended,
-        SessionResumed,
+        ContextExtended, SessionResumed,
     )
 }
 

@@ -548,9 +548,9 @@ class ChatApp(App):
             self.n_past = e.n_past
         elif isinstance(e, ev.Notice):
             self.notify(e.message, severity="error" if e.level == "error" else "warning", timeout=10)
-        elif isinstance(e, ev.MessageNotSent):
+        elif isinstance(e, ev.MessageNotSent) and not any(e is old for old in self._history):
             prompt = self.query_one("#prompt", PromptArea)
-            if not prompt.text.strip():  # back in the prompt to shorten or send again (not over new typing)
+            if not prompt.text.strip():  # back in the prompt to shorten or send again, not over new typing
                 prompt.load_text(e.text)
                 prompt.move_cursor(prompt.document.end)
         elif isinstance(e, ev.ModeChanged):

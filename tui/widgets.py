@@ -118,7 +118,7 @@ def answer_markdown() -> MarkdownIt:
 
     Answers repeat expressions and names from calls and results, and plain Markdown garbles them:
     ``12*34 is 408 ... 12*34`` turns italic between the stars, ``__init__.py`` becomes a bold
-    ``init``, and a bare file name such as ``notes.txt`` becomes a link to ``http://notes.txt``. So
+    ``init``, and a bare file name such as ``main.py`` becomes a link to ``http://main.py``. So
     ``_`` is always a character (not emphasis), so is a ``*`` run between two letters or digits, and
     only links with a scheme (``https://...``) are linked. Code spans and ``**bold**`` are kept."""
     parser = MarkdownIt("gfm-like")

@@ -393,4 +393,10 @@ def test_a_message_the_context_cannot_take_comes_back_to_the_prompt(tiny_model, 
             prompt.clear()
             await ask(pilot, app, "hi")  # the session goes on
             assert app.turns[2].answer_parts and "".join(app.turns[2].answer_parts) == "Hello."
+        # resumed, the session shows its turns, and the message it once gave back stays out of the prompt
+        resumed = ChatApp(make_engine, export_dir=tmp_path, history=list(app.events))
+        async with resumed.run_test(size=(140, 45)) as pilot:
+            await until(pilot, lambda: 2 in resumed.turns and resumed.engine is not None)
+            await pilot.pause(0.2)
+            assert resumed.query_one("#prompt", PromptArea).text == ""
     asyncio.run(go())
