@@ -120,8 +120,9 @@ def answer_markdown() -> MarkdownIt:
     ``12*34 is 408 ... 12*34`` turns italic between the stars, ``__init__.py`` becomes a bold
     ``init``, and a bare file name such as ``main.py`` becomes a link to ``http://main.py``. So
     ``_`` is always a character (not emphasis), so is a ``*`` run between two letters or digits, and
-    only links with a scheme (``https://...``) are linked. Code spans and ``**bold**`` are kept."""
-    parser = MarkdownIt("gfm-like")
+    only links with a scheme (``https://...``) are linked. Code spans and ``**bold**`` are kept. HTML
+    is text too: Textual draws no HTML, so ``a<b and c>d`` lost everything between ``<`` and ``>``."""
+    parser = MarkdownIt("gfm-like", {"html": False})
     parser.inline.ruler.before("emphasis", "copied_text", _copied_delimiters)
     if parser.linkify is not None:
         parser.linkify.set({"fuzzy_link": False, "fuzzy_email": False})

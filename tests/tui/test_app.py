@@ -358,7 +358,8 @@ def test_a_message_that_enters_beside_a_result_is_shown_with_its_words(tiny_mode
 
 
 def test_the_answer_shows_copied_expressions_and_file_names_as_written(tiny_model, tmp_path):
-    answer = "12*34 is 408 (12*34 = 408); pkg holds __init__.py and main.py; **done**, see https://example.com"
+    answer = ("12*34 is 408 (12*34 = 408); pkg holds __init__.py and main.py; a<b and c>d reads <none>; "
+              "**done**, see https://example.com")
 
     async def go():
         app = make_app(tiny_model, [answer], tmp_path)
@@ -367,9 +368,9 @@ def test_the_answer_shows_copied_expressions_and_file_names_as_written(tiny_mode
             [paragraph] = [block.render() for block in app.query(MarkdownBlock)]
             assert paragraph.plain == answer.replace("**", "")
             styles = {paragraph.plain[span.start:span.end]: str(span.style) for span in paragraph.spans}
-            # Markdown still works: bold, and a link with a scheme; nothing else is emphasis or a
-            # link (plain Markdown made "34 is 408 (12" italic, "init" bold and main.py a link to
-            # http://main.py)
+            # Markdown still works: bold, and a link with a scheme; nothing else is emphasis, a link or
+            # dropped as HTML (plain Markdown made "34 is 408 (12" italic, "init" bold, main.py a link
+            # to http://main.py, and lost "b and c" and "<none>")
             assert set(styles) == {"done", "https://example.com"}
             assert "strong" in styles["done"] and "link" in styles["https://example.com"]
     asyncio.run(go())
