@@ -19,6 +19,7 @@ from typing import Callable
 from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult
+from textual.notifications import SeverityLevel
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.css.query import NoMatches
@@ -173,6 +174,13 @@ class ChatApp(App):
         self._status_text = ""
 
     # --- layout -------------------------------------------------------------------------------
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """As Textual's, but plain text unless asked: notices carry the model's words, file names and
+        tool errors, and Textual reads ``[red]`` in them as a style and a stray ``[/]`` as an error
+        that stops the app."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -581,7 +589,7 @@ class ChatApp(App):
         text = " · ".join(parts)
         if text != self._status_text:
             self._status_text = text
-            self.query_one("#status", StatusBar).update(text)
+            self.query_one("#status", StatusBar).update(Text(text))  # a model's name is not markup
 
 
 def _quoted_block(text: str) -> list[str]:

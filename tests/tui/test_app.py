@@ -401,3 +401,22 @@ def test_a_message_the_context_cannot_take_comes_back_to_the_prompt(tiny_model, 
             await pilot.pause(0.2)
             assert resumed.query_one("#prompt", PromptArea).text == ""
     asyncio.run(go())
+
+
+
+def test_words_that_look_like_markup_are_shown_as_they_are(tmp_path):
+    from asynclm.core.modelgen import write_random_llama
+
+    model = write_random_llama(tmp_path / "m.gguf", seed=7, name="tiny [v2] [/]")
+
+    async def go():
+        app = make_app(model, ["[/b] " * 12], tmp_path)  # a loop the engine ends, with a notice quoting it
+        async with app.run_test(size=(140, 45), notifications=True) as pilot:
+            await ask(pilot, app, "go")
+            await until(pilot, lambda: app.n_past > 0 and "pending" in str(app.query_one("#status").render()))
+            await pilot.pause(0.3)  # the notice is drawn (a stray [/] used to stop the app here)
+            assert app.is_running
+            notices = [n.message for n in app._notifications]
+            assert any("repeating itself ('[/b] [/b] [/b]" in n for n in notices), notices
+            assert str(app.query_one("#status").render()).startswith("tiny [v2] [/] · ")
+    asyncio.run(go())
