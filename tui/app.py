@@ -19,11 +19,11 @@ from typing import Callable
 from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult
-from textual.notifications import SeverityLevel
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.css.query import NoMatches
 from textual.containers import VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from asynclm.core import events as ev
