@@ -498,25 +498,29 @@ class Engine:
         items = self.queue.drain()
         self.queue.put_front([i for i in items if i.source != "user"])
         typed = [i for i in items if i.source == "user"]
-        n_ctx = self.backend.n_ctx
-
-        def tokens(item: Interrupt) -> int:
-            return len(self.dialect.encode_interrupts([item], opening=True)[0])
-
-        fresh = len(self.dialect.session_start()) + tokens(Interrupt("system", self._tools_text, "system"))
-        longest = max(map(tokens, typed), default=0)
-        if typed and fresh + longest >= n_ctx:
-            n_train = self.backend.info.n_ctx_train
-            larger = f", or start with a larger --n-ctx (up to the model's {n_train})" if n_train > n_ctx else ""
-            message = (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
-                       f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}.")
-        elif typed:
-            message = f"{exc} Your message was not sent: start a new session and send it again."
+        if typed:
+            message = self._not_sent(exc, typed)
         else:
             message = f"{exc} The turn ended here; the transcript is kept. Start a new session to go on."
         self._emit(ev.Notice(level="error", message=message))
         for item in typed:
             self._emit(ev.MessageNotSent(text=item.payload))
+
+    def _not_sent(self, exc: ContextFull, typed: list[Interrupt]) -> str:
+        """Why typed messages were not sent, and what would make room: a new session, or (for one
+        longer than an empty context after the tool list) a shorter message or a larger context."""
+        def tokens(item: Interrupt) -> int:
+            return len(self.dialect.encode_interrupts([item], opening=True)[0])
+
+        n_ctx = self.backend.n_ctx
+        fresh = len(self.dialect.session_start()) + tokens(Interrupt("system", self._tools_text, "system"))
+        longest = max(map(tokens, typed))
+        if fresh + longest < n_ctx:
+            return f"{exc} Your message was not sent: start a new session and send it again."
+        n_train = self.backend.info.n_ctx_train
+        larger = f", or start with a larger --n-ctx (up to the model's {n_train})" if n_train > n_ctx else ""
+        return (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
+                f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}.")
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
