@@ -447,11 +447,12 @@ class Engine:
                         self._malformed(item)
                 backend.eval([token])
                 generated += 1
-                decode_seconds += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                decode_seconds += took
                 if text:
                     answer.append(text)
                     recent = (recent + text)[-RECENT_CHARS:]
-                self._emit(ev.TokenGenerated(token=token, text=text, in_block=monitor.in_block))
+                self._emit(ev.TokenGenerated(token=token, text=text, in_block=monitor.in_block, seconds=took))
                 if sync_ids:
                     self._wait_for(sync_ids, "sync")
                 if trap:

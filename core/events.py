@@ -88,6 +88,7 @@ class TokenGenerated(Event):
     token: int
     text: str  # visible answer text this token completed (may be "")
     in_block: bool
+    seconds: float = 0.0  # choosing and decoding this token (what the turn's decode_seconds adds up)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

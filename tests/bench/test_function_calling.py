@@ -106,3 +106,25 @@ def test_the_bound_writes_a_message_typed_mid_answer_as_soon_as_it_enters(tiny_m
     late = 0.2 / (a1_start + 0.5)
     bound = lpt_bound(dialect, task, scripts, late, {"a1": 0.0, "b1": 5.0})
     assert bound == pytest.approx((a1_end + b1) * late + 5.0)
+
+
+def test_the_bound_prices_each_token_at_the_time_it_took(tiny_model):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from function_calling import Call, Task, lpt_bound, segment_script
+
+    from asynclm.core.cml import split_atoms
+    from asynclm.core.dialect import select_dialect
+    from asynclm.core.llama import LlamaBackend
+
+    dialect = select_dialect(LlamaBackend(tiny_model, n_ctx=256, n_threads=1))
+    task = Task("t", "parallel", [[Call("a1", "get_weather", {"city": "Paris"}),
+                                   Call("a2", "get_time", {"zone": "UTC"})]], ["first"], {})
+    script = segment_script(task.segments[0], True)
+    n = len(dialect.encode(split_atoms(script)))
+    # the machine was busy while the calls were written and idle after: the calls started late
+    last_end = len(dialect.encode(split_atoms(script[:script.rindex("[END]") + len("[END]")])))
+    times = [0.05] * last_end + [0.001] * (n - last_end)
+    runtime = {"a1": 1.0, "a2": 1.0}
+    assert lpt_bound(dialect, task, [script], times, runtime) == pytest.approx(0.05 * last_end + 1.0)
+    # priced at the mean, the same tokens would have started the calls earlier than they could
+    assert lpt_bound(dialect, task, [script], sum(times) / n, runtime) < 0.05 * last_end + 1.0 - 0.01

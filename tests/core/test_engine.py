@@ -52,6 +52,17 @@ def test_sync_mode_blocks_at_each_call(make_engine):
     assert [e.reason for e in log.of(ev.TrapEntered)][:3] == ["sync"] * 3
 
 
+def test_each_token_reports_its_own_decode_time_and_not_the_waits_between(make_engine):
+    engine, log = make_engine([THREE_WAITS], mode=Mode.SYNC)
+    assert engine.ask("three waits", timeout=20)
+    tokens, stats = log.of(ev.TokenGenerated), log.first(ev.Stats)
+    assert all(t.seconds > 0 for t in tokens) and len(tokens) == stats.generated
+    assert sum(t.seconds for t in tokens) == pytest.approx(stats.decode_seconds)
+    # the three waits of 0.3 s, one after another, are in the turn's time but in no token's
+    turn = log.first(ev.TurnEnded).t - log.first(ev.TurnStarted).t
+    assert sum(t.seconds for t in tokens) < turn - 0.9
+
+
 def test_sync_parallel_runs_the_collected_calls_together_at_the_trap(make_engine):
     engine, log = make_engine([THREE_WAITS], mode=Mode.SYNC_PARALLEL)
     assert engine.ask("three waits", timeout=20)
