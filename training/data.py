@@ -9,21 +9,43 @@ from typing import Iterable
 
 import numpy as np
 
-from .traces import make_session
+from .traces import make_session, task_spans
 
 
-def _make(args: tuple[int, bool, str]) -> list:
+def _make(args: tuple[int, bool, str]) -> tuple[list, list]:
     seed, heldout, profile = args
-    return make_session(seed, heldout, profile=profile).atoms
+    session = make_session(seed, heldout, profile=profile)
+    return session.atoms, task_spans(session)
 
 
-def generate(seeds: Iterable[int], heldout: bool = False, workers: int = 2, profile: str = "full") -> list[list]:
-    """Session atoms for each seed, in seed order (worker processes share the generation)."""
+def generate(seeds: Iterable[int], heldout: bool = False, workers: int = 2, profile: str = "full",
+             spans: bool = False) -> list:
+    """Session atoms for each seed, in seed order (worker processes share the generation); with
+    ``spans``, each with its ``task_spans``."""
     jobs = [(s, heldout, profile) for s in seeds]
     if workers <= 1:
-        return [_make(j) for j in jobs]
-    with mp.get_context("fork").Pool(workers) as pool:
-        return pool.map(_make, jobs, chunksize=64)
+        made = [_make(j) for j in jobs]
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            made = pool.map(_make, jobs, chunksize=64)
+    return made if spans else [atoms for atoms, _ in made]
+
+
+# A pointer: while the model writes positions ``q0..q1`` of a row (a call's [HEAD] to its last
+# token), the words that asked for the call are positions ``t0..t1 - 1`` of the same row.
+Pointer = tuple[int, int, int, int]
+
+
+def token_pointers(tok, atoms: list, spans: list) -> tuple[list[int], list[bool], list[Pointer]]:
+    """A session's tokens, loss mask and pointers (``task_spans`` turned into token positions)."""
+    ids, mask, starts = tok.encode_atoms(atoms)
+    out = []
+    for body, message, start, end in spans:
+        text = atoms[message][0]
+        t0 = starts[message] + len(tok.text(text[:start]))
+        t1 = starts[message] + len(tok.text(text[:end]))
+        out.append((starts[body] - 1, starts[body + 1] - 1, t0, t1))
+    return ids, mask, out
 
 
 def fit_to_row(ids: list[int], mask: list[bool], eos: int, row: int) -> tuple[list[int], list[bool]] | None:
@@ -41,14 +63,17 @@ def fit_to_row(ids: list[int], mask: list[bool], eos: int, row: int) -> tuple[li
 class Packed:
     ids: np.ndarray  # (rows, row + 1) int32
     mask: np.ndarray  # (rows, row + 1) bool: the target at this position is trained on
+    # (n, 5) int32: row, q0, q1, t0, t1 of each pointer (``Pointer``) whose call fits the row
+    pointers: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, ids=self.ids, mask=self.mask)
+        extra = {} if self.pointers is None else {"pointers": self.pointers}
+        np.savez_compressed(path, ids=self.ids, mask=self.mask, **extra)
 
     @classmethod
     def load(cls, path: Path) -> "Packed":
         data = np.load(path)
-        return cls(data["ids"], data["mask"])
+        return cls(data["ids"], data["mask"], data["pointers"] if "pointers" in data else None)
 
     @property
     def fill(self) -> float:
@@ -58,13 +83,16 @@ class Packed:
 PAD = -1
 
 
-def pack(sequences: list[tuple[list[int], list[bool]]], row: int) -> Packed:
-    """First-fit packing of whole sessions into rows of ``row + 1`` tokens (inputs and shifted targets)."""
+def pack(sequences: list[tuple[list[int], list[bool]]], row: int,
+         pointers: list[list[Pointer]] | None = None) -> Packed:
+    """First-fit packing of whole sessions into rows of ``row + 1`` tokens (inputs and shifted targets),
+    with each session's pointers (if given) moved to where it lands."""
     width = row + 1
     rows: list[list[int]] = []
     masks: list[list[bool]] = []
     free: list[int] = []
-    for ids, mask in sequences:
+    placed: list[tuple[int, ...]] = []
+    for k, (ids, mask) in enumerate(sequences):
         n = len(ids)
         for i in range(max(0, len(rows) - 64), len(rows)):  # a window keeps this linear
             if free[i] >= n:
@@ -74,6 +102,10 @@ def pack(sequences: list[tuple[list[int], list[bool]]], row: int) -> Packed:
             masks.append([])
             free.append(width)
             i = len(rows) - 1
+        if pointers is not None:
+            at = len(rows[i])
+            placed += [(i, q0 + at, q1 + at, t0 + at, t1 + at) for q0, q1, t0, t1 in pointers[k]
+                       if q1 < n - 1]  # the call's last target is in the session as cut
         rows[i] += ids
         masks[i] += mask
         free[i] -= n
@@ -82,4 +114,5 @@ def pack(sequences: list[tuple[list[int], list[bool]]], row: int) -> Packed:
     for r, (ids, mask) in enumerate(zip(rows, masks)):
         out_ids[r, :len(ids)] = ids
         out_mask[r, :len(mask)] = mask
-    return Packed(out_ids, out_mask)  # PAD marks the unused tail; the trainer masks it out
+    found = None if pointers is None else np.array(placed, dtype=np.int32).reshape(-1, 5)
+    return Packed(out_ids, out_mask, found)  # PAD marks the unused tail; the trainer masks it out

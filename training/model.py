@@ -59,7 +59,9 @@ class Block(nn.Module):
         self.up = nn.Linear(e, cfg.n_ff, bias=False)
         self.down = nn.Linear(cfg.n_ff, e, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                tap_head: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The block's output; with ``tap_head``, also that head's rotated queries and keys (b, t, hd)."""
         b, t, e = x.shape
         h = self.attn_norm(x)
         q = self.q(h).view(b, t, self.n_head, self.hd).transpose(1, 2)
@@ -70,7 +72,8 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o(a.transpose(1, 2).reshape(b, t, e))
         h = self.ffn_norm(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+        x = x + self.down(F.silu(self.gate(h)) * self.up(h))
+        return x if tap_head is None else (x, q[:, tap_head], k[:, tap_head])
 
 
 class Model(nn.Module):
@@ -93,13 +96,40 @@ class Model(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, tap: tuple[int, int] | None = None):
+        """Logits; with ``tap = (layer, head)``, also that head's rotated queries and keys, which the
+        trainer may steer toward given positions (``pointer_loss``)."""
         t = ids.shape[1]
         cos, sin = self.cos[:t], self.sin[:t]
         x = self.embed(ids)
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        return F.linear(self.norm(x), self.embed.weight)  # tied output layer
+        qk = None
+        for n, block in enumerate(self.blocks):
+            if tap is not None and n == tap[0]:
+                x, *qk = block(x, cos, sin, tap[1])
+            else:
+                x = block(x, cos, sin)
+        logits = F.linear(self.norm(x), self.embed.weight)  # tied output layer
+        return logits if tap is None else (logits, *qk)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def pointer_loss(q: torch.Tensor, k: torch.Tensor, pointers: torch.Tensor) -> torch.Tensor:
+    """How far one head's attention is from the words it should read: the mean over the pointers'
+    query positions of -log(the attention's weight on the span ``t0..t1 - 1``), the weights as the
+    causal attention computes them. ``q``, ``k``: (b, t, hd); ``pointers``: (n, 5) rows of
+    ``row, q0, q1, t0, t1``."""
+    losses = []
+    scale = q.shape[-1] ** -0.5
+    for row, q0, q1, t0, t1 in pointers.tolist():
+        if t1 <= t0:
+            continue
+        pos = torch.arange(q0, q1 + 1)
+        scores = (q[row, q0:q1 + 1].float() @ k[row, :q1 + 1].float().T) * scale
+        keys = torch.arange(q1 + 1)
+        scores = scores.masked_fill(keys[None, :] > pos[:, None], float("-inf"))
+        losses.append(torch.logsumexp(scores, -1) - torch.logsumexp(scores[:, t0:t1], -1))
+    if not losses:
+        return q.new_zeros((), dtype=torch.float32)
+    return torch.cat(losses).mean()

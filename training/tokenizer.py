@@ -116,8 +116,14 @@ class Tokenizer:
 
     def encode(self, atoms: Iterable[tuple[Any, bool]]) -> tuple[list[int], list[bool]]:
         """Token ids and, for each, whether the model wrote it (what the loss counts)."""
+        ids, mask, _ = self.encode_atoms(atoms)
+        return ids, mask
+
+    def encode_atoms(self, atoms: Iterable[tuple[Any, bool]]) -> tuple[list[int], list[bool], list[int]]:
+        """As ``encode``, and the position of each atom's first token."""
         ids: list[int] = []
         mask: list[bool] = []
+        starts: list[int] = []
         for atom, by_model in atoms:
             if isinstance(atom, Marker):
                 new = [self.markers[atom]]
@@ -127,9 +133,10 @@ class Tokenizer:
                 new = [self.eos]
             else:
                 new = self.text(atom)
+            starts.append(len(ids))
             ids += new
             mask += [by_model] * len(new)
-        return ids, mask
+        return ids, mask, starts
 
     def decode(self, ids: list[int]) -> str:
         return self.backend.detokenize(ids)

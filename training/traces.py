@@ -95,6 +95,7 @@ class Task:
     subject: str = ""  # the entity a later "instead" may replace
     replaces: str | None = None  # id of the call this task supersedes
     expect_error: bool = False
+    surface: str = ""  # the phrase as the message typed it (typos and all)
 
     def text(self) -> str:
         return "".join(t for t, _ in self.phrase)
@@ -522,6 +523,8 @@ def _surface(rng: random.Random, phrase: list[tuple[str, bool]], typo_rate: floa
 
 def render_request(rng: random.Random, tasks: list[Task], typo_rate: float = 0.03) -> str:
     parts = [_surface(rng, t.phrase, typo_rate) for t in tasks]
+    for task, part in zip(tasks, parts):
+        task.surface = part
     text = rng.choice(_POLITE) + _join(rng, parts)
     if rng.random() < 0.5:
         text += rng.choice(["?", ".", "!", ""]) if text[-1].isalnum() else ""
@@ -999,12 +1002,56 @@ def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrup
                 extra = planner.task(kinds)
             lead = rng.choice(["also ", "and ", "oh, and ", "one more: ", "plus "])
             text = lead + _surface(rng, extra.phrase, 0.03)
+            extra.surface = text[len(lead):]
         else:
-            text = _surface(rng, extra.phrase, 0.03)
+            text = extra.surface = _surface(rng, extra.phrase, 0.03)
         turn.user_interrupt = text
         turn.interrupt_tasks = [extra]
         turn.interrupt_at = rng.uniform(0.05, 0.9)
     return turn
+
+
+def task_spans(session: Session) -> list[tuple[int, int, int, int]]:
+    """Which words of the user's messages each call answers: ``(body, message, start, end)`` for every
+    call the model writes, ``body`` the atom of the call's body, ``message`` the atom of the message
+    that asked for it and ``start:end`` the characters of the task's phrase in that atom. The trainer
+    may point one attention head of the model at those words while it writes the call."""
+    asked: dict[str, tuple[int, Task, bool]] = {}  # call id -> (turn, task, typed mid-answer)
+    for n, turn in enumerate(session.turns):
+        for task in turn.tasks:
+            asked.update((c.call_id, (n, task, False)) for c in task.calls)
+        for task in turn.interrupt_tasks:
+            asked.update((c.call_id, (n, task, True)) for c in task.calls)
+    atoms = [a for a, _ in session.atoms]
+    spans: dict[tuple[int, bool], tuple[int, dict[int, tuple[int, int]]]] = {}
+    turn_no = -1
+    out = []
+    for i in range(len(atoms) - 3):
+        if atoms[i] is Marker.INTR and atoms[i + 1] == " user " and atoms[i + 2] is Marker.HEAD:
+            text = atoms[i + 3]
+            if turn_no + 1 < len(session.turns) and text == f" {session.turns[turn_no + 1].request} ":
+                turn_no += 1
+                tasks, typed = session.turns[turn_no].tasks, False
+            elif turn_no >= 0 and text == f" {session.turns[turn_no].user_interrupt} ":
+                tasks, typed = session.turns[turn_no].interrupt_tasks, True
+            else:
+                continue
+            where, cursor = {}, 0
+            for task in tasks:
+                at = text.lower().find(task.surface.lower(), cursor) if task.surface else -1
+                if at >= 0:
+                    where[id(task)] = (at, at + len(task.surface))
+                    cursor = at + len(task.surface)
+            spans[turn_no, typed] = (i + 3, where)
+        elif atoms[i] is Marker.CALL and atoms[i + 2] is Marker.HEAD and isinstance(atoms[i + 1], str):
+            n_task = asked.get(atoms[i + 1].strip())
+            if n_task is None:
+                continue
+            n, task, typed = n_task
+            message, where = spans.get((n, typed), (None, {}))
+            if message is not None and id(task) in where:
+                out.append((i + 3, message, *where[id(task)]))
+    return out
 
 
 def sessions(start: int, count: int, heldout: bool = False) -> Iterator[Session]:

@@ -51,7 +51,7 @@ def _log(msg: str) -> None:
 def build_data(args: argparse.Namespace, work: Path, pieces: list[str] | None = None):
     """Sessions, tokenized and packed into rows; the BPE is learnt from them unless ``pieces`` is given
     (a later stage keeps the tokenizer of the stage it continues)."""
-    from .data import Packed, fit_to_row, generate, pack
+    from .data import Packed, fit_to_row, generate, pack, token_pointers
     from .tokenizer import Tokenizer, build_vocab, load_pieces, save_pieces, text_runs, train_bpe
 
     # the generator's own source is part of the key: a change to the traces regenerates the data
@@ -74,40 +74,42 @@ def build_data(args: argparse.Namespace, work: Path, pieces: list[str] | None = 
 
     t0 = time.time()
     base = args.seed * 1_000_000
-    train_atoms = generate(range(base, base + args.sessions), workers=args.workers, profile=args.profile)
+    train_atoms = generate(range(base, base + args.sessions), workers=args.workers, profile=args.profile,
+                           spans=True)
     val_atoms = generate(range(HELDOUT_BASE, HELDOUT_BASE + args.val_sessions), heldout=True,
-                         workers=args.workers, profile=args.profile)
+                         workers=args.workers, profile=args.profile, spans=True)
     _log(f"data: {len(train_atoms)} training + {len(val_atoms)} held-out sessions in {time.time() - t0:.0f}s")
 
     if pieces is None:
         sample = train_atoms[: min(len(train_atoms), 4000)]
-        pieces = train_bpe((t for atoms in sample for t in text_runs(atoms)), args.vocab)
+        pieces = train_bpe((t for atoms, _ in sample for t in text_runs(atoms)), args.vocab)
     save_pieces(pieces, work / "pieces.txt")
     vocab = build_vocab(pieces)
     tok = Tokenizer(vocab, work)
 
     def encode(all_atoms: list) -> list:
         out, dropped = [], 0
-        for atoms in all_atoms:
-            ids, mask = tok.encode(atoms)
+        for atoms, spans in all_atoms:
+            ids, mask, pointers = token_pointers(tok, atoms, spans)
             fitted = fit_to_row(ids, mask, tok.eos, args.row + 1)
             if fitted is None:
                 dropped += 1
             else:
-                out.append(fitted)
+                out.append((*fitted, pointers))
         return out, dropped
 
     train_seqs, dropped = encode(train_atoms)
     val_seqs, _ = encode(val_atoms)
     tok.close()
     random.Random(args.seed).shuffle(train_seqs)
-    train = pack(train_seqs, args.row)
-    val = pack(val_seqs, args.row)
+    train = pack([s[:2] for s in train_seqs], args.row, [s[2] for s in train_seqs])
+    val = pack([s[:2] for s in val_seqs], args.row, [s[2] for s in val_seqs])
     n_tok = sum(len(s[0]) for s in train_seqs)
     n_model = sum(sum(s[1]) for s in train_seqs)
     stats = {"key": key, "sessions": len(train_seqs), "dropped_too_long": dropped, "tokens": n_tok,
              "model_tokens": n_model, "rows": int(train.ids.shape[0]), "fill": round(train.fill, 3),
              "val_rows": int(val.ids.shape[0]), "vocab": len(vocab.tokens),
+             "pointers": int(train.pointers.shape[0]),
              "seconds": round(time.time() - t0)}
     train.save(work / "train.npz")
     val.save(work / "val.npz")
@@ -175,7 +177,7 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     import torch.nn.functional as F
 
     from .data import PAD
-    from .model import Config, Model
+    from .model import Config, Model, pointer_loss
     from asynclm.core.modelgen import NORMAL
 
     from .tokenizer import build_vocab
@@ -223,30 +225,54 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         ids = ids.masked_fill(ids == PAD, eos)
         return ids[:, :-1], ids[:, 1:], mask[:, 1:]
 
-    def loss_of(net, x, y, m, copy_part=None):
-        """The mean loss over the masked targets, and over those of the copy rows (None without any)."""
+    # the head whose attention the pointer loss steers (when weighted) and measures (held out, always)
+    tap = (args.pointer_layer, args.pointer_head)
+    if not (0 <= tap[0] < cfg.n_layer and 0 <= tap[1] < cfg.n_head):
+        if args.pointer_weight:
+            raise SystemExit(f"--pointer-layer {tap[0]} --pointer-head {tap[1]} is no head of a model of "
+                             f"{cfg.n_layer} layers of {cfg.n_head} heads.")
+        tap = None
+
+    def pointers_of(rows: Packed, idx: np.ndarray):
+        """The pointers of rows ``idx`` of ``rows``, numbered as the batch's rows (None without any)."""
+        if tap is None or rows.pointers is None:
+            return None
+        found = rows.pointers[np.isin(rows.pointers[:, 0], idx)].copy()
+        found[:, 0] = np.searchsorted(idx, found[:, 0])
+        return torch.from_numpy(found)
+
+    def loss_of(net, x, y, m, copy_part=None, pointers=None):
+        """The mean loss over the masked targets; the mean over those of the copy rows (None without
+        any); and, given ``pointers``, the tapped head's ``pointer_loss`` on them (else None)."""
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = net(x)
+            out = net(x) if pointers is None else net(x, tap)
+        logits, q, k = (out, None, None) if pointers is None else out
         losses = F.cross_entropy(logits.float().reshape(-1, cfg.n_vocab), y.reshape(-1),
                                  reduction="none").view_as(y)
         m = m.float()
         mean = (losses * m).sum() / m.sum().clamp(min=1)
+        pointed = None if pointers is None else pointer_loss(q, k, pointers)
         if copy_part is None:
-            return mean, None
+            return mean, None, pointed
         mc = m[copy_part]
-        return mean, float((losses[copy_part].detach() * mc).sum() / mc.sum().clamp(min=1))
+        return mean, float((losses[copy_part].detach() * mc).sum() / mc.sum().clamp(min=1)), pointed
 
-    def validate() -> float:
+    def validate() -> tuple[float, float | None]:
+        """The held-out loss, and the held-out pointer loss (None unless it is trained)."""
         model.eval()
-        total, n = 0.0, 0
+        total, n, pointed, batches = 0.0, 0, 0.0, 0
         with torch.no_grad():
             for i in range(0, len(val_rows.ids), args.batch):
                 x, y, m = batch(val_rows.ids[i:i + args.batch], val_rows.mask[i:i + args.batch])
                 w = float(m.sum())
-                total += float(loss_of(model, x, y, m)[0]) * w
+                mean, _, p = loss_of(model, x, y, m,
+                                     pointers=pointers_of(val_rows, np.arange(i, i + len(x))))
+                total += float(mean) * w
                 n += w
+                if p is not None:
+                    pointed, batches = pointed + float(p), batches + 1
         model.train()
-        return total / max(n, 1)
+        return total / max(n, 1), (pointed / batches if batches else None)
 
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_rows.ids))
@@ -293,11 +319,12 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         copy_part = slice(n_real, None) if n_copy else None
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, copy_loss = loss_of(step_fn, x, y, m, copy_part)
-        total = loss
+        pointers = pointers_of(train_rows, idx) if n_real and args.pointer_weight else None
+        loss, copy_loss, pointed = loss_of(step_fn, x, y, m, copy_part, pointers)
+        total = loss if pointed is None else loss + args.pointer_weight * pointed
         if step >= args.copy_steps and args.copy_keep:  # keep the skill: a few copy rows every step
             cx, cy, cm = batch(*copy_rows(rng, args.copy_keep, args.copy_keep_row + 1, text_tokens, args.copy_span))
-            aux, _ = loss_of(step_fn, cx, cy, cm)
+            aux, *_ = loss_of(step_fn, cx, cy, cm)
             total = loss + aux
             copy_loss = float(aux.detach())
         opt.zero_grad(set_to_none=True)
@@ -313,9 +340,14 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
                       "tok_per_s": round(tokens / max(elapsed, 1e-9))}
             if copy_loss is not None:
                 record["copy_loss"] = round(copy_loss, 4)
+            if pointed is not None:
+                record["pointer_loss"] = round(pointed.item(), 4)
         if (step % args.val_every == 0 and step) or step == args.steps - 1:
             record = record or {"step": step}
-            record["val_loss"] = round(validate(), 4)
+            val_loss, val_pointed = validate()
+            record["val_loss"] = round(val_loss, 4)
+            if val_pointed is not None:
+                record["val_pointer_loss"] = round(val_pointed, 4)
         if record:
             log.write(json.dumps(record) + "\n")
             log.flush()
@@ -414,6 +446,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finish-seed", type=int, default=None, help="seed of the last stage (default: --seed + 100)")
     p.add_argument("--finish-lr", type=float, default=3e-4)
     p.add_argument("--finish-warmup", type=int, default=20)
+    p.add_argument("--pointer-weight", type=float, default=0.0,
+                   help="weight of a loss steering one attention head, while a call is written, to the "
+                        "words of the message that asked for it (0: off)")
+    p.add_argument("--pointer-layer", type=int, default=3, help="the layer of that head")
+    p.add_argument("--pointer-head", type=int, default=0, help="that head")
     p.add_argument("--steps", type=int, default=1150)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=60)

@@ -9,7 +9,7 @@ import pytest
 from asynclm.core.cml import CANCELLED_PAYLOAD, Marker, parse_call
 from asynclm.core.engine import STOPPED_NOTE
 from training import entities as ent
-from training.traces import ACKS_ADD, ACKS_CHANGE, BOS, EOS, _ms, make_session
+from training.traces import ACKS_ADD, ACKS_CHANGE, BOS, EOS, _ms, make_session, task_spans
 
 SEEDS = list(range(40))
 
@@ -272,3 +272,23 @@ def test_long_trees_give_long_results_whose_answers_quote_how_they_begin():
     for profile in ("full", "real", "probe"):
         for seed in range(30):
             assert not any(len(c.payload) > LONG_RESULT for c in _calls(make_session(seed, profile=profile)))
+
+
+def test_every_call_points_at_the_words_of_the_message_that_asked_for_it(sample):
+    for session in sample:
+        atoms = [a for a, _ in session.atoms]
+        spans = task_spans(session)
+        bodies = [i + 3 for i, a in enumerate(atoms) if a is Marker.CALL]
+        assert [body for body, *_ in spans] == bodies, "one span for every call, in order"
+        for body, message, start, end in spans:
+            assert atoms[message - 3] is Marker.INTR and atoms[message - 2] == " user " and message < body
+            words = atoms[message][start:end].lower()
+            assert words.strip() == words and words, words
+            call = parse_call(atoms[body])
+            # the call's own values are in the words: numbers (but the 100 of a per cent) and names
+            for value in call.kwargs.values():
+                if isinstance(value, str) and not re.fullmatch(r"c\d+", value):
+                    values = re.findall(r"\d+(?:\.\d+)?", value) if call.name == "calculator" else [value]
+                    assert all(v.lower() in words for v in values if v != "100"), (call, words)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    assert re.sub(r"\.0$", "", str(value)) in words, (call, words)
