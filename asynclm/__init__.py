@@ -17,7 +17,7 @@ EMBEDDED_SAMPLING = {"temperature": 0.0, "repeat_penalty": 1.0}
 # tools, so it is best told what it does well (docs/model-card.md, "Everyday requests").
 EMBEDDED_GREETING = (
     "asynclm-tiny, the embedded demonstration model, takes every message as a request for the built-in "
-    "tools and does best with one or two at a time: what time is it in Paris · how many km is 5 miles · "
+    "tools and does best with one or two at a time: what time is it in Paris · how many liters is 3 gallons · "
     "what is 12*34 and what time is it in Berlin · wait 3 seconds. It often gets folder and file names "
     "wrong. For real work, run any GGUF with --model PATH."
 )

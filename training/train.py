@@ -226,7 +226,7 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         return ids[:, :-1], ids[:, 1:], mask[:, 1:]
 
     # the head whose attention the pointer loss steers (when weighted) and measures (held out, always)
-    tap = (args.pointer_layer, args.pointer_head)
+    tap = (cfg.n_layer // 2 if args.pointer_layer is None else args.pointer_layer, args.pointer_head)
     if not (0 <= tap[0] < cfg.n_layer and 0 <= tap[1] < cfg.n_head):
         if args.pointer_weight:
             raise SystemExit(f"--pointer-layer {tap[0]} --pointer-head {tap[1]} is no head of a model of "
@@ -258,7 +258,7 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         return mean, float((losses[copy_part].detach() * mc).sum() / mc.sum().clamp(min=1)), pointed
 
     def validate() -> tuple[float, float | None]:
-        """The held-out loss, and the held-out pointer loss (None unless it is trained)."""
+        """The held-out loss, and the tapped head's held-out pointer loss (None if the model has no such head)."""
         model.eval()
         total, n, pointed, batches = 0.0, 0, 0.0, 0
         with torch.no_grad():
@@ -446,10 +446,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finish-seed", type=int, default=None, help="seed of the last stage (default: --seed + 100)")
     p.add_argument("--finish-lr", type=float, default=3e-4)
     p.add_argument("--finish-warmup", type=int, default=20)
-    p.add_argument("--pointer-weight", type=float, default=0.0,
+    p.add_argument("--pointer-weight", type=float, default=0.1,
                    help="weight of a loss steering one attention head, while a call is written, to the "
                         "words of the message that asked for it (0: off)")
-    p.add_argument("--pointer-layer", type=int, default=3, help="the layer of that head")
+    p.add_argument("--first-pointer-weight", type=float, default=0.0, help="the same in the first stage")
+    p.add_argument("--pointer-layer", type=int, default=None, help="the layer of that head (default: the middle one)")
     p.add_argument("--pointer-head", type=int, default=0, help="that head")
     p.add_argument("--steps", type=int, default=1150)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -478,6 +479,7 @@ def first_stage(args: argparse.Namespace) -> argparse.Namespace:
     first = argparse.Namespace(**vars(args))
     first.profile, first.steps, first.sessions = args.first_profile, args.first_steps, args.first_sessions
     first.row, first.batch, first.lr = args.first_row, args.first_batch, args.first_lr
+    first.pointer_weight = args.first_pointer_weight
     first.work = str(Path(args.work) / "first")
     if args.first_seed is not None:
         first.seed = args.first_seed

@@ -42,7 +42,7 @@ def test_the_shipped_model_answers_a_held_out_request(seed):
 # as a new one, after a first answer that ran to its end and after one the user stopped.
 SECOND = {
     950_000_029: "a folder listing, then a square root and the same folder",
-    950_000_015: "a search, a listing and a conversion, then a dependent conversion",
+    950_000_016: "a product, then a dependent conversion",  # 459*14; then 14*14 days in hours
 }
 
 
