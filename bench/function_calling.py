@@ -309,9 +309,10 @@ def lpt_bound(dialect: Dialect, task: Task, scripts: list[str], per_token: float
 
     A segment the user types enters at the first token boundary outside a block after it arrives and
     is written before the rest of the segment it interrupts, as the engine and the scripted policy do.
-    Each call runs its measured ``runtime`` from the end of its ``[END]`` (or from its dependency's
-    completion), with no other delay. The answer cannot end before every token is written and every
-    call is done."""
+    The clock starts when the first token is out, as the measured latency does. Each call runs its
+    measured ``runtime`` from the moment its ``[END]`` is chosen (the engine starts it there, then
+    decodes the token), or from its dependency's completion, with no other delay. The answer cannot
+    end before every token is written and every call is done."""
     def tokens_in(text: str) -> int:
         return len(dialect.encode(split_atoms(text)))
 
@@ -343,10 +344,12 @@ def lpt_bound(dialect: Dialect, task: Task, scripts: list[str], per_token: float
             writing.pop()
         else:
             writing[-1][1] += 1
-            clock += times[written] if written < len(times) else mean
+            # the first token is out when the measured latency starts; the others take their time
+            took = 0.0 if written == 0 else times[written] if written < len(times) else mean
             written += 1
             if (call_id := segments[writing[-1][0]][2].get(writing[-1][1])) is not None:
-                issued[call_id] = clock
+                issued[call_id] = clock  # the engine starts a call as its [END] is chosen, then decodes it
+            clock += took
     completion: dict[str, float] = {}
     for seg in task.segments:
         for call in lpt_order(seg):  # a call that takes another's result comes after it

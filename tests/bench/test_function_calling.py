@@ -94,18 +94,20 @@ def test_the_bound_writes_a_message_typed_mid_answer_as_soon_as_it_enters(tiny_m
         cut = script.index(marker) + (len(marker) if after else 0)
         return len(dialect.encode(split_atoms(script[:cut])))
 
-    # with instant calls, the bound is the time to write every token
+    # with instant calls, the bound is the time to write every token after the first (the measured
+    # latency starts when the first is out)
     assert lpt_bound(dialect, task, scripts, per_token, {"a1": 0.0, "b1": 0.0}) == pytest.approx(
-        (first + second) * per_token)
-    # b1 is written from 0.2 s on (not after the first answer's second), then runs its 5 s
+        (first + second - 1) * per_token)
+    # b1 is written from 0.2 s on (not after the first answer's second), then runs its 5 s from the
+    # moment its [END] is chosen
     b1 = tokens_to(scripts[1], "[END]", after=True)
     bound = lpt_bound(dialect, task, scripts, per_token, {"a1": 0.0, "b1": 5.0})
-    assert 0.2 + b1 * per_token + 5.0 <= bound < 1.0 + 5.0
+    assert 0.2 + (b1 - 1) * per_token + 5.0 <= bound < 1.0 + 5.0
     # but never inside a block: where 0.2 s falls just after a1's [CALL], a1's block is finished first
     a1_start, a1_end = tokens_to(scripts[0], "[CALL]"), tokens_to(scripts[0], "[END]", after=True)
     late = 0.2 / (a1_start + 0.5)
     bound = lpt_bound(dialect, task, scripts, late, {"a1": 0.0, "b1": 5.0})
-    assert bound == pytest.approx((a1_end + b1) * late + 5.0)
+    assert bound == pytest.approx((a1_end - 1 + b1 - 1) * late + 5.0)
 
 
 def test_the_bound_prices_each_token_at_the_time_it_took(tiny_model):
@@ -125,6 +127,7 @@ def test_the_bound_prices_each_token_at_the_time_it_took(tiny_model):
     last_end = len(dialect.encode(split_atoms(script[:script.rindex("[END]") + len("[END]")])))
     times = [0.05] * last_end + [0.001] * (n - last_end)
     runtime = {"a1": 1.0, "a2": 1.0}
-    assert lpt_bound(dialect, task, [script], times, runtime) == pytest.approx(0.05 * last_end + 1.0)
+    # the last call starts as its [END] is chosen: after every token before it but the first
+    assert lpt_bound(dialect, task, [script], times, runtime) == pytest.approx(0.05 * (last_end - 2) + 1.0)
     # priced at the mean, the same tokens would have started the calls earlier than they could
-    assert lpt_bound(dialect, task, [script], sum(times) / n, runtime) < 0.05 * last_end + 1.0 - 0.01
+    assert lpt_bound(dialect, task, [script], sum(times) / n, runtime) < 0.05 * (last_end - 2) + 1.0 - 0.01
