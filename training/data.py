@@ -18,17 +18,15 @@ def _make(args: tuple[int, bool, str]) -> tuple[list, list]:
     return session.atoms, task_spans(session)
 
 
-def generate(seeds: Iterable[int], heldout: bool = False, workers: int = 2, profile: str = "full",
-             spans: bool = False) -> list:
-    """Session atoms for each seed, in seed order (worker processes share the generation); with
-    ``spans``, each with its ``task_spans``."""
+def generate(seeds: Iterable[int], heldout: bool = False, workers: int = 2,
+             profile: str = "full") -> list[tuple[list, list]]:
+    """Each seed's session atoms and ``task_spans``, in seed order (worker processes share the
+    generation)."""
     jobs = [(s, heldout, profile) for s in seeds]
     if workers <= 1:
-        made = [_make(j) for j in jobs]
-    else:
-        with mp.get_context("fork").Pool(workers) as pool:
-            made = pool.map(_make, jobs, chunksize=64)
-    return made if spans else [atoms for atoms, _ in made]
+        return [_make(j) for j in jobs]
+    with mp.get_context("fork").Pool(workers) as pool:
+        return pool.map(_make, jobs, chunksize=64)
 
 
 # A pointer: while the model writes positions ``q0..q1`` of a row (a call's [HEAD] to its last

@@ -74,10 +74,9 @@ def build_data(args: argparse.Namespace, work: Path, pieces: list[str] | None = 
 
     t0 = time.time()
     base = args.seed * 1_000_000
-    train_atoms = generate(range(base, base + args.sessions), workers=args.workers, profile=args.profile,
-                           spans=True)
+    train_atoms = generate(range(base, base + args.sessions), workers=args.workers, profile=args.profile)
     val_atoms = generate(range(HELDOUT_BASE, HELDOUT_BASE + args.val_sessions), heldout=True,
-                         workers=args.workers, profile=args.profile, spans=True)
+                         workers=args.workers, profile=args.profile)
     _log(f"data: {len(train_atoms)} training + {len(val_atoms)} held-out sessions in {time.time() - t0:.0f}s")
 
     if pieces is None:

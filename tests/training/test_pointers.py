@@ -19,7 +19,7 @@ from training.tokenizer import Tokenizer, build_vocab, text_runs, train_bpe  # n
 
 
 def test_packed_pointers_run_from_a_calls_head_to_its_end_and_point_at_the_words_that_asked(tmp_path):
-    made = generate(range(500, 512), workers=1, spans=True)
+    made = generate(range(500, 512), workers=1)
     pieces = train_bpe((t for atoms, _ in made for t in text_runs(atoms)), 400)
     tok = Tokenizer(build_vocab(pieces), tmp_path)
     try:
