@@ -60,8 +60,8 @@ class Block(nn.Module):
         self.down = nn.Linear(cfg.n_ff, e, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                tap_head: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The block's output; with ``tap_head``, also that head's rotated queries and keys (b, t, hd)."""
+                tap_heads: tuple[int, ...] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The block's output; with ``tap_heads``, also those heads' rotated queries and keys (b, heads, t, hd)."""
         b, t, e = x.shape
         h = self.attn_norm(x)
         q = self.q(h).view(b, t, self.n_head, self.hd).transpose(1, 2)
@@ -73,7 +73,10 @@ class Block(nn.Module):
         x = x + self.o(a.transpose(1, 2).reshape(b, t, e))
         h = self.ffn_norm(x)
         x = x + self.down(F.silu(self.gate(h)) * self.up(h))
-        return x if tap_head is None else (x, q[:, tap_head], k[:, tap_head])
+        if tap_heads is None:
+            return x
+        heads = list(tap_heads)
+        return x, q[:, heads], k[:, heads]
 
 
 class Model(nn.Module):
@@ -96,9 +99,9 @@ class Model(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
 
-    def forward(self, ids: torch.Tensor, tap: tuple[int, int] | None = None):
-        """Logits; with ``tap = (layer, head)``, also that head's rotated queries and keys, which the
-        trainer may steer toward given positions (``pointer_loss``)."""
+    def forward(self, ids: torch.Tensor, tap: tuple[int, tuple[int, ...]] | None = None):
+        """Logits; with ``tap = (layer, heads)``, also those heads' rotated queries and keys (b, heads,
+        t, hd), which the trainer may steer toward given positions (``pointer_loss``)."""
         t = ids.shape[1]
         cos, sin = self.cos[:t], self.sin[:t]
         x = self.embed(ids)

@@ -1054,6 +1054,53 @@ def task_spans(session: Session) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def decision_spans(session: Session) -> list[tuple[int, int, int, int | None, int | None]]:
+    """Where the model chooses between another call and going on in words, and what settles it:
+    ``(first, last, message, start, end)``, the choice made at the last token of each atom from
+    ``first`` to ``last``, and ``start:end`` the characters of ``message`` that settle it, or the
+    whole atom when they are None.
+
+    Before a call (from the atom before its [CALL] through its id, and at the previous call's [END]
+    when only results came between), it is the phrase of the task the call is for. After the last call
+    of a run (at its [END], and at the end of the results that land before the model writes again),
+    it is the [END] of the user's latest message: nothing that message asks for is left to call. The
+    trainer may point an attention head at these too, so that what the model has still to call is
+    where it looks when it decides."""
+    atoms = session.atoms
+    phrases = {body: (message, start, end) for body, message, start, end in task_spans(session)}
+    user_ends = [i + 4 for i in range(len(atoms) - 4)
+                 if atoms[i][0] is Marker.INTR and atoms[i + 1][0] == " user " and not atoms[i][1]]
+
+    def user_between(a: int, b: int) -> bool:
+        return any(a < u < b for u in user_ends)
+
+    out: list[tuple[int, int, int, int | None, int | None]] = []
+    last_end = None  # the [END] of the model's latest call, while it has written nothing since
+    i = 0
+    while i < len(atoms):
+        atom, by_model = atoms[i]
+        if not by_model:
+            i += 1
+            continue
+        if atom is Marker.CALL:
+            if i + 3 in phrases:
+                message, start, end = phrases[i + 3]
+                if last_end is not None and last_end < i - 1 and not user_between(last_end, i):
+                    out.append((last_end, last_end, message, start, end))
+                out.append((i - 1, i + 1, message, start, end))
+            last_end = i + 4
+            i += 5
+            continue
+        asked = [u for u in user_ends if u < last_end] if last_end is not None else []
+        if asked:  # the run of calls ended before this atom
+            out.append((last_end, last_end, asked[-1], None, None))
+            if i - 1 > last_end and not user_between(last_end, i):
+                out.append((i - 1, i - 1, asked[-1], None, None))
+        last_end = None
+        i += 1
+    return out
+
+
 def sessions(start: int, count: int, heldout: bool = False) -> Iterator[Session]:
     for seed in range(start, start + count):
         yield make_session(seed, heldout)

@@ -175,7 +175,7 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from .data import PAD
+    from .data import CALLS, DECISIONS, PAD
     from .model import Config, Model, pointer_loss
     from asynclm.core.modelgen import NORMAL
 
@@ -224,12 +224,14 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         ids = ids.masked_fill(ids == PAD, eos)
         return ids[:, :-1], ids[:, 1:], mask[:, 1:]
 
-    # the head whose attention the pointer loss steers (when weighted) and measures (held out, always)
-    tap = (cfg.n_layer // 2 if args.pointer_layer is None else args.pointer_layer, args.pointer_head)
-    if not (0 <= tap[0] < cfg.n_layer and 0 <= tap[1] < cfg.n_head):
-        if args.pointer_weight:
-            raise SystemExit(f"--pointer-layer {tap[0]} --pointer-head {tap[1]} is no head of a model of "
-                             f"{cfg.n_layer} layers of {cfg.n_head} heads.")
+    # the heads whose attention the pointer losses steer (when weighted) and measure (held out, always):
+    # one while calls are written, one where the model chooses between a call and words
+    tap = (cfg.n_layer // 2 if args.pointer_layer is None else args.pointer_layer,
+           (args.pointer_head, args.decision_head))
+    if not (0 <= tap[0] < cfg.n_layer and all(0 <= head < cfg.n_head for head in tap[1])):
+        if args.pointer_weight or args.decision_weight:
+            raise SystemExit(f"--pointer-layer {tap[0]} --pointer-head {tap[1][0]} --decision-head {tap[1][1]} "
+                             f"is no head of a model of {cfg.n_layer} layers of {cfg.n_head} heads.")
         tap = None
 
     def pointers_of(rows: Packed, idx: np.ndarray):
@@ -242,7 +244,8 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
 
     def loss_of(net, x, y, m, copy_part=None, pointers=None):
         """The mean loss over the masked targets; the mean over those of the copy rows (None without
-        any); and, given ``pointers``, the tapped head's ``pointer_loss`` on them (else None)."""
+        any); and, given ``pointers``, the ``pointer_loss`` of those of each kind, CALLS and DECISIONS,
+        each on its own tapped head (else None)."""
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = net(x) if pointers is None else net(x, tap)
         logits, q, k = (out, None, None) if pointers is None else out
@@ -250,16 +253,19 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
                                  reduction="none").view_as(y)
         m = m.float()
         mean = (losses * m).sum() / m.sum().clamp(min=1)
-        pointed = None if pointers is None else pointer_loss(q, k, pointers)
+        pointed = None if pointers is None else tuple(
+            pointer_loss(q[:, n], k[:, n], pointers[pointers[:, 5] == kind, :5])
+            for n, kind in enumerate((CALLS, DECISIONS)))
         if copy_part is None:
             return mean, None, pointed
         mc = m[copy_part]
         return mean, float((losses[copy_part].detach() * mc).sum() / mc.sum().clamp(min=1)), pointed
 
-    def validate() -> tuple[float, float | None]:
-        """The held-out loss, and the tapped head's held-out pointer loss (None if the model has no such head)."""
+    def validate() -> tuple[float, tuple[float, float] | None]:
+        """The held-out loss, and the tapped heads' held-out pointer losses of each kind (None if the
+        model has no such heads)."""
         model.eval()
-        total, n, pointed, batches = 0.0, 0, 0.0, 0
+        total, n, pointed, batches = 0.0, 0, np.zeros(2), 0
         with torch.no_grad():
             for i in range(0, len(val_rows.ids), args.batch):
                 x, y, m = batch(val_rows.ids[i:i + args.batch], val_rows.mask[i:i + args.batch])
@@ -269,9 +275,9 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
                 total += float(mean) * w
                 n += w
                 if p is not None:
-                    pointed, batches = pointed + float(p), batches + 1
+                    pointed, batches = pointed + [float(part) for part in p], batches + 1
         model.train()
-        return total / max(n, 1), (pointed / batches if batches else None)
+        return total / max(n, 1), (tuple((pointed / batches).tolist()) if batches else None)
 
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_rows.ids))
@@ -318,13 +324,16 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         copy_part = slice(n_real, None) if n_copy else None
         for group in opt.param_groups:
             group["lr"] = lr
-        pointers = pointers_of(train_rows, idx) if n_real and args.pointer_weight else None
+        steered = n_real and (args.pointer_weight or args.decision_weight)
+        pointers = pointers_of(train_rows, idx) if steered else None
         loss, copy_loss, pointed = loss_of(step_fn, x, y, m, copy_part, pointers)
-        total = loss if pointed is None else loss + args.pointer_weight * pointed
+        total = loss
+        if pointed is not None:
+            total = total + args.pointer_weight * pointed[0] + args.decision_weight * pointed[1]
         if step >= args.copy_steps and args.copy_keep:  # keep the skill: a few copy rows every step
             cx, cy, cm = batch(*copy_rows(rng, args.copy_keep, args.copy_keep_row + 1, text_tokens, args.copy_span))
             aux, *_ = loss_of(step_fn, cx, cy, cm)
-            total = loss + aux
+            total = total + aux
             copy_loss = float(aux.detach())
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -340,13 +349,15 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
             if copy_loss is not None:
                 record["copy_loss"] = round(copy_loss, 4)
             if pointed is not None:
-                record["pointer_loss"] = round(pointed.item(), 4)
+                record["pointer_loss"] = round(pointed[0].item(), 4)
+                record["decision_loss"] = round(pointed[1].item(), 4)
         if (step % args.val_every == 0 and step) or step == args.steps - 1:
             record = record or {"step": step}
             val_loss, val_pointed = validate()
             record["val_loss"] = round(val_loss, 4)
             if val_pointed is not None:
-                record["val_pointer_loss"] = round(val_pointed, 4)
+                record["val_pointer_loss"] = round(val_pointed[0], 4)
+                record["val_decision_loss"] = round(val_pointed[1], 4)
         if record:
             log.write(json.dumps(record) + "\n")
             log.flush()
@@ -449,6 +460,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of a loss steering one attention head, while a call is written, to the "
                         "words of the message that asked for it (0: off)")
     p.add_argument("--first-pointer-weight", type=float, default=0.0, help="the same in the first stage")
+    p.add_argument("--decision-weight", type=float, default=0.0,
+                   help="weight of a loss steering a head (--decision-head), where the model chooses between another "
+                        "call and words, to the words of the task it calls next, or to the end of the "
+                        "user's message when none is left (0: off)")
+    p.add_argument("--first-decision-weight", type=float, default=0.0, help="the same in the first stage")
+    p.add_argument("--decision-head", type=int, default=1, help="that head (of the same layer)")
     p.add_argument("--pointer-layer", type=int, default=None, help="the layer of that head (default: the middle one)")
     p.add_argument("--pointer-head", type=int, default=0, help="that head")
     p.add_argument("--steps", type=int, default=1150)
@@ -479,6 +496,7 @@ def first_stage(args: argparse.Namespace) -> argparse.Namespace:
     first.profile, first.steps, first.sessions = args.first_profile, args.first_steps, args.first_sessions
     first.row, first.batch, first.lr = args.first_row, args.first_batch, args.first_lr
     first.pointer_weight = args.first_pointer_weight
+    first.decision_weight = args.first_decision_weight
     first.work = str(Path(args.work) / "first")
     if args.first_seed is not None:
         first.seed = args.first_seed
