@@ -59,8 +59,8 @@ class Block(nn.Module):
         self.up = nn.Linear(e, cfg.n_ff, bias=False)
         self.down = nn.Linear(cfg.n_ff, e, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                tap_heads: tuple[int, ...] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, tap_heads: tuple[int, ...] | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The block's output; with ``tap_heads``, also those heads' rotated queries and keys (b, heads, t, hd)."""
         b, t, e = x.shape
         h = self.attn_norm(x)
