@@ -1011,6 +1011,11 @@ def plan_turn(rng: random.Random, planner: Planner, max_calls: int = 5, interrup
     return turn
 
 
+def _opens_user_message(atoms: list, i: int) -> bool:
+    """Whether ``atoms[i:]`` (bare atoms) begins a message the user typed: ``[INTR] user [HEAD] text [END]``."""
+    return atoms[i] is Marker.INTR and i + 4 < len(atoms) and atoms[i + 1] == " user " and atoms[i + 2] is Marker.HEAD
+
+
 def task_spans(session: Session) -> list[tuple[int, int, int, int]]:
     """Which words of the user's messages each call answers: ``(body, message, start, end)`` for every
     call the model writes, ``body`` the atom of the call's body, ``message`` the atom of the message
@@ -1027,7 +1032,7 @@ def task_spans(session: Session) -> list[tuple[int, int, int, int]]:
     turn_no = -1
     out = []
     for i in range(len(atoms) - 3):
-        if atoms[i] is Marker.INTR and atoms[i + 1] == " user " and atoms[i + 2] is Marker.HEAD:
+        if _opens_user_message(atoms, i):
             text = atoms[i + 3]
             if turn_no + 1 < len(session.turns) and text == f" {session.turns[turn_no + 1].request} ":
                 turn_no += 1
@@ -1068,8 +1073,8 @@ def decision_spans(session: Session) -> list[tuple[int, int, int, int | None, in
     where it looks when it decides."""
     atoms = session.atoms
     phrases = {body: (message, start, end) for body, message, start, end in task_spans(session)}
-    user_ends = [i + 4 for i in range(len(atoms) - 4)
-                 if atoms[i][0] is Marker.INTR and atoms[i + 1][0] == " user " and not atoms[i][1]]
+    bare = [a for a, _ in atoms]
+    user_ends = [i + 4 for i in range(len(bare)) if _opens_user_message(bare, i)]
 
     def user_between(a: int, b: int) -> bool:
         return any(a < u < b for u in user_ends)
