@@ -242,10 +242,11 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         found[:, 0] = np.searchsorted(idx, found[:, 0])
         return torch.from_numpy(found)
 
-    def loss_of(net, x, y, m, copy_part=None, pointers=None):
+    def loss_of(net, x, y, m, copy_part=None, pointers=None, kinds=(CALLS, DECISIONS)):
         """The mean loss over the masked targets; the mean over those of the copy rows (None without
         any); and, given ``pointers``, the ``pointer_loss`` of those of each kind, CALLS and DECISIONS,
-        each on its own tapped head (else None)."""
+        each on its own tapped head (None for a kind not in ``kinds``, and in place of the pair without
+        ``pointers``)."""
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = net(x) if pointers is None else net(x, tap)
         logits, q, k = (out, None, None) if pointers is None else out
@@ -254,7 +255,7 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         m = m.float()
         mean = (losses * m).sum() / m.sum().clamp(min=1)
         pointed = None if pointers is None else tuple(
-            pointer_loss(q[:, n], k[:, n], pointers[pointers[:, 5] == kind, :5])
+            pointer_loss(q[:, n], k[:, n], pointers[pointers[:, 5] == kind, :5]) if kind in kinds else None
             for n, kind in enumerate((CALLS, DECISIONS)))
         if copy_part is None:
             return mean, None, pointed
@@ -278,6 +279,10 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
                     pointed, batches = pointed + [float(part) for part in p], batches + 1
         model.train()
         return total / max(n, 1), (tuple((pointed / batches).tolist()) if batches else None)
+
+    # the pointer kinds the training steps steer by: those with a weight (held out, both are measured)
+    weights = (args.pointer_weight, args.decision_weight)
+    steered = tuple(kind for kind, weight in zip((CALLS, DECISIONS), weights) if weight)
 
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(train_rows.ids))
@@ -324,12 +329,12 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
         copy_part = slice(n_real, None) if n_copy else None
         for group in opt.param_groups:
             group["lr"] = lr
-        steered = n_real and (args.pointer_weight or args.decision_weight)
-        pointers = pointers_of(train_rows, idx) if steered else None
-        loss, copy_loss, pointed = loss_of(step_fn, x, y, m, copy_part, pointers)
+        pointers = pointers_of(train_rows, idx) if n_real and steered else None
+        loss, copy_loss, pointed = loss_of(step_fn, x, y, m, copy_part, pointers, steered)
         total = loss
-        if pointed is not None:
-            total = total + args.pointer_weight * pointed[0] + args.decision_weight * pointed[1]
+        for weight, part in zip(weights, pointed or ()):
+            if part is not None:
+                total = total + weight * part
         if step >= args.copy_steps and args.copy_keep:  # keep the skill: a few copy rows every step
             cx, cy, cm = batch(*copy_rows(rng, args.copy_keep, args.copy_keep_row + 1, text_tokens, args.copy_span))
             aux, *_ = loss_of(step_fn, cx, cy, cm)
@@ -348,9 +353,9 @@ def train(args: argparse.Namespace, init: Path | None = None) -> Path:
                       "tok_per_s": round(tokens / max(elapsed, 1e-9))}
             if copy_loss is not None:
                 record["copy_loss"] = round(copy_loss, 4)
-            if pointed is not None:
-                record["pointer_loss"] = round(pointed[0].item(), 4)
-                record["decision_loss"] = round(pointed[1].item(), 4)
+            for name, part in zip(("pointer_loss", "decision_loss"), pointed or ()):
+                if part is not None:
+                    record[name] = round(part.item(), 4)
         if (step % args.val_every == 0 and step) or step == args.steps - 1:
             record = record or {"step": step}
             val_loss, val_pointed = validate()
