@@ -338,6 +338,15 @@ class LlamaBackend:
         self.n_past += n
         self.n_evaluated += n
 
+    def truncate(self, n_past: int) -> None:
+        """Take every position from ``n_past`` on back out of the context (a draft that is not kept);
+        the next ``eval`` goes on from there. ``logits()`` is stale until then."""
+        if not 0 <= n_past <= self.n_past:
+            raise ValueError(f"cannot truncate a context of {self.n_past} positions to {n_past}")
+        if not self._lib.llama_memory_seq_rm(self._memory, 0, n_past, -1):
+            raise RuntimeError("llama.cpp could not take positions back out of the context")
+        self.n_past = n_past
+
     def logits(self) -> np.ndarray:
         """The last evaluated token's logits, read from the context (a view, valid until next eval)."""
         ptr = self._lib.llama_get_logits_ith(self._ctx, -1)  # asked for after every eval: never stale

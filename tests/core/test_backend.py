@@ -79,6 +79,23 @@ def test_eval_appends_and_reads_fresh_logits(tiny_model):
     assert b.n_past == 0 and b.kv_positions() == 0
 
 
+def test_a_truncated_draft_leaves_the_context_as_if_it_had_never_been_written(tiny_model):
+    b = LlamaBackend(tiny_model, n_ctx=128)
+    prefix, draft, word = b.tokenize("hello there", add_bos=True), b.tokenize(" a drafted call"), b.tokenize(" x")
+    b.eval(prefix + word)
+    straight = b.logits().copy()
+    b.reset()
+    b.eval(prefix + draft + word)
+    assert not np.allclose(b.logits(), straight, atol=1e-4), "what was drafted changes what comes after it"
+    b.truncate(len(prefix))
+    assert b.n_past == len(prefix) == b.kv_positions()
+    b.eval(word)
+    assert b.n_past == len(prefix) + len(word) == b.kv_positions()
+    np.testing.assert_allclose(b.logits(), straight, atol=1e-4)
+    with pytest.raises(ValueError):
+        b.truncate(b.n_past + 1)
+
+
 def test_decoding_leaves_half_the_cores_to_tools_unless_told(tiny_model, monkeypatch):
     import llama_cpp
 
