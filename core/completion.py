@@ -1,0 +1,75 @@
+"""Completion check: whether a call drafted where the model stopped calling asks for something new.
+
+A small model often stops writing calls before a request's last task (asked for five things, it
+calls four and starts its acknowledgement), and the confidence of that choice does not tell an early
+stop from a finished request. So, where the model chooses anything but another call right after one,
+the engine can draft the call the model would write if it went on (greedy, through the real context,
+taken back out of the KV cache afterwards; ``Engine._complete``) and keep it only when it *adds a
+task*:
+
+- it is not a call the answer has already written (the same tool with the same arguments), and
+- one of its argument values holds a word or number of the user's messages in this answer that no
+  call of the answer holds yet (``calculator(expression="806/0")`` after calls for ``yithaix`` and
+  ``brari.txt``, when the request says "calculate 806/0"), or it takes the result of a call whose
+  result no other call takes yet (a dependent call the model did not get to).
+
+A model that has written every call drafts one again, or one built from words already used, or one
+it is unsure of (less likely than ``OWN_FLOOR``: ``read_file(path="square isod")`` for "the square
+root of 850"), and the draft is thrown away. A model that stopped early often does the same (asked to
+search for ``zopox``, list ``meapeas`` and convert 988 MB, it drafts the conversion again), so then the
+engine drafts the likeliest call of each other tool, writing the tool's name for it, and keeps the
+likeliest of those that adds a task, if it is at least ``SEARCH_FLOOR`` likely: the right call for a
+task left out is seldom much less likely than that, and a call made up for a request that is done
+seldom more. Otherwise what the model chose stands.
+
+Words of three or more letters count, and numbers; shorter words (``a``, ``to``, units such as ``g``
+or ``km``) are too common to tell a task apart, and so are English function words (``the``, ``have``,
+``for``): a small model that has run out of tasks makes one of them a value (``list_dir(path="have")``
+for "how many lines does it have").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from .cml import CallExpr, Ref
+
+# How likely (natural log, the tool's name and arguments as steered) a drafted call must be to be written:
+# the model's own next call, and the likeliest call of another tool (measured on held-out requests other
+# than the evaluation's: docs/model-card.md).
+OWN_FLOOR = -3.0
+SEARCH_FLOOR = -2.0
+_WORD = re.compile(r"[^\W\d_]{3,}|\d+")
+FUNCTION_WORDS = frozenset("""
+    about after all also and any are been but can could did does for from had has have her here his how
+    into its just many may more most much not now off our out over please some than that the their them
+    then there these they this those too under very was were what when where which while who why will
+    with would you your
+""".split())
+
+
+def value_words(text: str) -> set[str]:
+    """The words (three or more letters, lower-cased, no function words) and numbers of ``text``."""
+    return {w for w in map(str.lower, _WORD.findall(text)) if w not in FUNCTION_WORDS}
+
+
+def _literal_words(call: CallExpr) -> set[str]:
+    words: set[str] = set()
+    for value in (*call.args, *call.kwargs.values()):
+        if not isinstance(value, Ref):
+            words |= value_words(str(value))
+    return words
+
+
+def adds_task(draft: CallExpr, made: Iterable[CallExpr], asked: str) -> bool:
+    """Whether ``draft`` asks for something the calls ``made`` since the user's message do not: see
+    the module's docstring. ``asked`` is the text of the user's messages in the answer."""
+    made = list(made)
+    if any(draft == call for call in made):
+        return False
+    taken = {ref for call in made for ref in call.refs}
+    if any(ref not in taken for ref in draft.refs):
+        return True
+    used = set().union(*(_literal_words(call) for call in made)) if made else set()
+    return bool((_literal_words(draft) & value_words(asked)) - used)
