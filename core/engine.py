@@ -22,6 +22,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,9 +30,10 @@ import numpy as np
 
 from . import events as ev
 from .cml import (
-    BlockState, CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload, is_call_id,
-    parse_call, CANCELLED_PAYLOAD,
+    BlockState, CallClosed, CallExpr, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
+    is_call_id, parse_call, CANCELLED_PAYLOAD,
 )
+from .completion import OWN_FLOOR, SEARCH_FLOOR, adds_task
 from .copying import CopyBias, token_texts
 from .dialect import Dialect, select_dialect
 from .executor import Call, Executor, Toolbox
@@ -72,6 +74,7 @@ class EngineConfig:
     copy_text: bool = True  # with copy_bias: steer the answer's visibly copied words too
     stop_settle: float = 2.0  # seconds a stopped answer waits for its calls to report their cancellation
     typed_references: bool = True  # a dataflow reference names only a call whose result fits (core.references)
+    complete_calls: bool = False  # where the model stops calling, draft one more call; kept if new (core.completion)
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -81,6 +84,23 @@ REPEATS = 8  # a piece of text written this many times in a row is a loop (``rep
 CUT_SHORT = ("stopped", "repetition", "length")
 SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
+DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
+DRAFTS_PER_TURN = 16  # enough for every call a request names; a bound on the time drafts can take
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A call the completion check drafted (``Engine._draft``) and took back out of the context."""
+
+    tokens: list[int]
+    expr: str  # as written ("" if the draft was no finished call)
+    adds: bool  # it adds a task to the answer's calls (``core.completion.adds_task``)
+    head: int | None  # where its [HEAD] is in ``tokens``
+    logprob: float  # of its tool and arguments, from [HEAD] on, as steered
+
+    @property
+    def tool(self) -> str:
+        return self.expr.split("(")[0].strip()
 
 
 def repeating(text: str, repeats: int = REPEATS) -> str:
@@ -146,6 +166,8 @@ class Engine:
         if config.copy_bias > 0:
             end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
             self.copy_bias = CopyBias(self._token_texts(), config.copy_bias, tuple(end) if len(end) == 1 else ())
+        opener = self.dialect.marker_tokens(Marker.CALL)  # the completion check drafts from one control token
+        self._call_opener = opener[0] if config.complete_calls and len(opener) == 1 else None
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
         self.executor = Executor(tools, self.queue, self._emit,
@@ -170,6 +192,9 @@ class Engine:
         self._monitor: Monitor | None = None
         self._restore: tuple[list[int], str] | None = None
         self._tools_text = ""
+        # Per answer, for the completion check: the user's messages and the calls written.
+        self._asked: list[str] = []
+        self._made: list[CallExpr] = []
 
     # --- events -------------------------------------------------------------------------------
 
@@ -393,6 +418,8 @@ class Engine:
         recent, injected = "", 0  # the end of the model's text since the last interrupt
         generated = 0
         self._injected = 0
+        self._asked, self._made = [], []
+        after_call, drafts, forced = False, 0, deque()  # the completion check (``_complete``)
         decode_seconds = 0.0
         reason = "done"
         try:
@@ -413,17 +440,15 @@ class Engine:
                 if injected != self._injected:  # neither a word nor a loop runs on across an interrupt
                     injected, recent = self._injected, ""
                 t0 = time.perf_counter()
-                logits = backend.logits()
-                if monitor.state is BlockState.CALL_BODY:
-                    if self.copy_bias is not None:
-                        logits = self.copy_bias.apply(logits, monitor.call_body)
-                    if self.config.typed_references:
-                        logits = self._typed_reference(logits, monitor.call_body)
-                elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
-                    logits = self.copy_bias.apply_text(logits, recent)
-                elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self._call_ids:
-                    logits = self._keep_id_open(logits, monitor.call_id)
-                token = policy.choose(logits, monitor.banned())
+                if forced:
+                    token = forced.popleft()
+                else:
+                    token = policy.choose(self._steer(backend.logits(), monitor, recent), monitor.banned())
+                    if after_call and token != self._call_opener and drafts < DRAFTS_PER_TURN:
+                        drafts += 1
+                        if drafted := self._complete():
+                            token, forced = drafted[0], deque(drafted[1:])
+                    after_call = False
                 if backend.is_eog(token):
                     if self._pending():
                         decode_seconds += time.perf_counter() - t0
@@ -438,6 +463,7 @@ class Engine:
                     if isinstance(item, Text):
                         text += item.text
                     elif isinstance(item, CallClosed):
+                        after_call = self._call_opener is not None
                         started = self._handle_call(item)
                         if started and self.mode is Mode.SYNC:
                             sync_ids.append(started)
@@ -522,6 +548,88 @@ class Engine:
         larger = f", or start with a larger --n-ctx (up to the model's {n_train})" if n_train > n_ctx else ""
         return (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
                 f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}.")
+
+    def _steer(self, logits: np.ndarray, monitor: Monitor, recent: str) -> np.ndarray:
+        """The engine's steering of the model's logits where ``monitor`` stands: the copy bias in a call's
+        arguments and answer text, typed references, a used id kept open."""
+        if monitor.state is BlockState.CALL_BODY:
+            if self.copy_bias is not None:
+                logits = self.copy_bias.apply(logits, monitor.call_body)
+            if self.config.typed_references:
+                logits = self._typed_reference(logits, monitor.call_body)
+        elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
+            logits = self.copy_bias.apply_text(logits, recent)
+        elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self._call_ids:
+            logits = self._keep_id_open(logits, monitor.call_id)
+        return logits
+
+    def _complete(self) -> list[int] | None:
+        """The completion check (``core.completion``): the model chose not to write another call right
+        after one. Draft the call it would write (greedy, steered as always); if that adds no task,
+        draft the most likely call of each other tool, its name written for it. Each draft is taken
+        back out of the context; the tokens of the one to write in place of the model's choice are
+        returned: the model's own if it adds a task and is at least ``OWN_FLOOR`` likely, else the
+        likeliest other that adds one and is at least ``SEARCH_FLOOR`` likely, else none."""
+        own = self._draft([self._call_opener])
+        drafts, chosen = [own], own if own.adds and own.logprob >= OWN_FLOOR else None
+        if chosen is None and own.head is not None:
+            ids = own.tokens[:own.head + 1]  # the same id for every tool
+            for name in getattr(self.tools, "names", lambda: [])():
+                if name != own.tool:
+                    draft = self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR)
+                    drafts.append(draft)
+                    if draft.adds and draft.logprob >= SEARCH_FLOOR and (
+                            chosen is None or draft.logprob > chosen.logprob):
+                        chosen = draft
+        for draft in drafts:
+            self._emit(ev.CallDrafted(expr=draft.expr, kept=draft is chosen, tokens=len(draft.tokens),
+                                      logprob=round(draft.logprob, 3), searched=draft is not own))
+        return chosen.tokens if chosen is not None else None
+
+    def _draft(self, opening: list[int], floor: float = -np.inf) -> "Draft":
+        """Write ``opening`` and go on greedily to the call's ``[END]``, then take it all back out of the
+        context. A draft whose log-probability falls below ``floor`` is given up (it would not be used)."""
+        backend, mark = self.backend, self.backend.n_past
+        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
+        head_marker = self.dialect.marker_tokens(Marker.HEAD)[0]
+        tokens: list[int] = []
+        closed, head, logprob = None, None, 0.0
+        forced = deque(opening)
+        try:
+            token = forced.popleft()
+            while len(tokens) < DRAFT_TOKENS:
+                tokens.append(token)
+                if token == head_marker and head is None:
+                    head = len(tokens) - 1
+                closed = next((i for i in monitor.feed(token) if isinstance(i, CallClosed)), None)
+                if closed is not None or not monitor.in_block:
+                    break
+                backend.eval([token])
+                logits = self._steer(backend.logits(), monitor, "")
+                banned = monitor.banned()
+                if banned.size:
+                    logits = logits.copy()
+                    logits[banned] = -np.inf
+                token = forced.popleft() if forced else int(np.argmax(logits))
+                if head is not None:  # the call's likelihood: its tool and arguments, as steered
+                    top = float(np.max(logits))
+                    logprob += float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
+                if backend.is_eog(token) or logprob < floor:
+                    break
+        except ContextFull:
+            closed = None
+        finally:
+            backend.truncate(mark)
+        expr = closed.expr.strip() if closed is not None else ""
+        adds = closed is not None and closed.call_id.strip() not in self._call_ids and self._adds_task(expr)
+        return Draft(tokens, expr, adds, head, logprob)
+
+    def _adds_task(self, text: str) -> bool:
+        try:
+            expr = parse_call(text)
+        except CallSyntaxError:
+            return False
+        return self.tools.get(expr.name) is not None and adds_task(expr, self._made, "\n".join(self._asked))
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
@@ -612,6 +720,7 @@ class Engine:
             raise
         now = time.monotonic()
         sources = tuple(i.source for i in items)
+        self._asked.extend(i.payload for i in items if i.source == "user")
         if self.copy_bias is not None:
             for item in items:
                 if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
@@ -723,6 +832,7 @@ class Engine:
             self._rejected.add(cid)
             self._reject(cid, raw, "CallSyntaxError", str(exc))
             return None
+        self._made.append(expr)
         if self.tools.get(expr.name) is None:
             self._rejected.add(cid)
             names = getattr(self.tools, "names", lambda: [])()

@@ -134,6 +134,18 @@ class CallRejected(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CallDrafted(Event):
+    """The completion check drafted a call where the model stopped calling (``core.completion``):
+    ``kept`` if it is written next; otherwise it was taken back out of the context."""
+
+    expr: str  # the drafted call as written (``""`` if the draft was no finished call)
+    kept: bool
+    tokens: int  # tokens drafted (and, when not kept, taken back)
+    logprob: float  # of the call's tool and arguments, as steered
+    searched: bool  # a call of another tool than the model's own draft, its name written for it
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CallWaiting(Event):
     call_id: str
     on: tuple[str, ...]
@@ -229,7 +241,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         SessionStarted, TurnStarted, TurnEnded, Notice, ModeChanged, TokenGenerated, TrapEntered,
-        TrapLeft, Stats, CallDetected, CallRejected, CallWaiting, CallNeedsConfirmation, CallStarted,
+        TrapLeft, Stats, CallDetected, CallRejected, CallDrafted, CallWaiting, CallNeedsConfirmation, CallStarted,
         CallFinished, CallFailed, CallCancelled, InterruptQueued, MessageNotSent, InterruptInjected,
         ContextExtended, SessionResumed,
     )

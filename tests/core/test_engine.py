@@ -520,3 +520,26 @@ def test_an_id_the_session_has_used_cannot_end_so_the_model_writes_on(make_engin
     # only what keeps it an id: no operator, quote or bracket
     assert all(at_second[t] == -np.inf for t in engine.backend.tokenize("*\")("))
     assert [e.call_id for e in log.of(ev.CallStarted)] == ["a", "ab"] and not log.of(ev.CallRejected)
+
+
+def test_drafts_the_completion_check_throws_away_leave_no_trace(make_engine):
+    """Where the model stops calling, the check drafts a call through the real context. A draft that adds
+    no task (a random model's never does) is taken back out: the answer, the calls and the context are
+    those of the same script without the check, and the events still rebuild the context exactly."""
+    script = ('Two things.[CALL] a [HEAD] echo(text="first") [END]One is in.[CALL] b [HEAD] number(value=7) '
+              '[END][CALL] c [HEAD] echo(text="third") [END]All three.')
+    runs = {}
+    for check in (False, True):
+        engine, log = make_engine([script], config=EngineConfig(mode=Mode.SYNC, complete_calls=check))
+        assert engine.ask("echo first, give me 7 and echo third", timeout=30)
+        backend = engine.backend
+        context = sum(len(e.tokens) for e in log.of(ev.ContextExtended)) + len(log.of(ev.TokenGenerated))
+        assert backend.kv_positions() == backend.n_past == context
+        runs[check] = (log.answer(), [e.expr for e in log.of(ev.CallDetected)],
+                       [e.token for e in log.of(ev.TokenGenerated)], log.of(ev.CallDrafted), backend.n_evaluated)
+    assert runs[True][:3] == runs[False][:3]
+    drafts = runs[True][3]
+    assert len(drafts) == 2 and not any(d.kept for d in drafts), "one draft where each run of calls ends"
+    assert not runs[False][3]
+    assert runs[True][4] == runs[False][4] + sum(d.tokens - bool(d.expr) for d in drafts), (
+        "each draft's tokens were evaluated once (a finished call's [END] never) and then taken back")

@@ -14,7 +14,7 @@ from conftest import prose
 
 def test_engine_events_are_appended_as_json_lines(make_engine, tmp_path):
     engine, log = make_engine(["[CALL] c [HEAD] calculator(expression=\"6*7\") [END][TRAP] [END]42"],
-                              start=False)
+                              start=False, config=EngineConfig(complete_calls=True))
     path = tmp_path / "s.jsonl"
     writer = TranscriptWriter(path)
     engine.subscribe(writer)
@@ -27,6 +27,16 @@ def test_engine_events_are_appended_as_json_lines(make_engine, tmp_path):
     back = list(read_transcript(path))
     assert [json.loads(e.to_json()) for e in back] == [json.loads(e.to_json()) for e in log.events]
     assert any(isinstance(e, ev.CallFinished) and e.result == "42" for e in back)
+    assert any(isinstance(e, ev.CallDrafted) for e in back), "the completion check's draft is recorded"
+
+
+def test_every_kind_of_event_can_be_read_back():
+    kinds = set()
+    todo = [ev.Event]
+    while todo:
+        kinds.update(sub := todo.pop().__subclasses__())
+        todo.extend(sub)
+    assert {k.__name__ for k in kinds} == set(ev.EVENT_TYPES)
 
 
 KILL_SCRIPT = r'''
