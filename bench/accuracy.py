@@ -9,7 +9,9 @@ this measures that for asynclm-tiny, which was trained on async sessions only.
     python bench/accuracy.py --episodes 60                 # embedded model, all three modes
     python bench/accuracy.py --model my.gguf --episodes 20
 
-The argument values are steered as the app steers them (``--copy-bias``: on for the embedded model).
+The argument values are steered as the app steers them (``--copy-bias``: on for the embedded model), and
+where the model stops writing calls the engine checks for a task left out as the app does
+(``--complete-calls``: on for the embedded model).
 Reported per mode (a turn still running after ``--timeout`` seconds counts as not valid): valid CML,
 exact calls, every result value in the answer, user interrupts acted on, fully correct; and across modes, the share of episodes whose calls were the same in all three.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL  # noqa: E402
+from asynclm import EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL  # noqa: E402
 from asynclm.core.engine import Mode  # noqa: E402
 from training.evaluate import HELDOUT_EVAL_BASE, run_episode, summarise  # noqa: E402
 
@@ -34,12 +36,12 @@ MEASURES = ("valid_cml", "exact_calls", "every_result_value", "user_interrupts_a
 
 
 def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: float = 15.0,
-        copy_bias: float = 0.0) -> dict:
+        copy_bias: float = 0.0, complete_calls: bool = False) -> dict:
     results: dict[str, list] = {m: [] for m in MODES}
     for i in range(episodes):
         for mode in MODES:
             results[mode].append(run_episode(model, first_seed + i, mode=Mode(mode), timeout=timeout,
-                                             copy_bias=copy_bias))
+                                             copy_bias=copy_bias, complete_calls=complete_calls))
         if progress:
             progress(i + 1)
     same = sum(1 for i in range(episodes)
@@ -50,6 +52,7 @@ def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: flo
         "episodes": episodes,
         "first_seed": first_seed,
         "copy_bias": copy_bias,
+        "complete_calls": complete_calls,
         "modes": {m: summarise(results[m]) for m in MODES},
         "same_calls_in_every_mode": round(same / episodes, 4) if episodes else None,
         "exact_in_every_mode": round(sum(all(exact_in[m][i] for m in MODES) for i in range(episodes))
@@ -66,7 +69,8 @@ def table(report: dict) -> "object":
 
     bias = report.get("copy_bias") or 0
     t = Table(title=f"call accuracy by mode: {Path(report['model']).name}, {report['episodes']} held-out "
-                    f"requests, greedy, copy bias {bias:g}")
+                    f"requests, greedy, copy bias {bias:g}"
+                    + (", completion check" if report.get("complete_calls") else ""))
     t.add_column("measure")
     for m in MODES:
         t.add_column(m, justify="right")
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copy-bias", type=float, default=None, metavar="LOGITS",
                    help="steer argument values toward the conversation's words, as the app does "
                         "(default: the app's default for the model)")
+    p.add_argument("--complete-calls", action=argparse.BooleanOptionalAction, default=None,
+                   help="check for calls left out, as the app does (default: the app's default for the model)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
     from rich.console import Console
@@ -101,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.copy_bias is None:
         args.copy_bias = EMBEDDED_COPY_BIAS if model.resolve() == EMBEDDED_MODEL else 0.0
+    if args.complete_calls is None:
+        args.complete_calls = EMBEDDED_COMPLETE_CALLS and model.resolve() == EMBEDDED_MODEL
     t0 = time.time()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes (each in three modes)", total=args.episodes)
         report = run(model, args.episodes, args.first_seed, lambda n: bar.update(task, completed=n),
-                     args.timeout, args.copy_bias)
+                     args.timeout, args.copy_bias, args.complete_calls)
     report["seconds"] = round(time.time() - t0)
     report["command"] = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Console().print(table(report))

@@ -141,6 +141,7 @@ class Episode:
     tokens_per_second: float = 0.0
     generated: int = 0
     user_sent: bool = False  # the planned message was typed (it is not when the turn ended first)
+    drafts: list[str] = field(default_factory=list)  # the completion check's: "+" kept, "s" searched, @logprob
 
     @property
     def valid(self) -> bool:
@@ -177,7 +178,8 @@ def _held_out(seed: int, shape=PROFILES["full"], real: bool = False, long: bool 
 def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
                 copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None,
-                typed_references: bool = True, real: bool = False, long: bool = False) -> Episode:
+                typed_references: bool = True, real: bool = False, long: bool = False,
+                complete_calls: bool = False) -> Episode:
     """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes);
     ``real``: on a folder tree with real-looking names; ``long``: one with long results too."""
     shape = PROFILES[profile]
@@ -189,7 +191,7 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
         config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text,
-                              typed_references=typed_references)
+                              typed_references=typed_references, complete_calls=complete_calls)
         return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads,
                       policy)
     finally:
@@ -233,6 +235,8 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
                     send_user()
             elif isinstance(e, ev.CallRejected):
                 episode.rejected.append(f"{e.call_id}: {e.reason}")
+            elif isinstance(e, ev.CallDrafted):
+                episode.drafts.append(f"{'+' if e.kept else '-'}{'s' if e.searched else ''} {e.expr} @{e.logprob:g}")
             elif isinstance(e, ev.Notice) and e.level == "error":
                 episode.rejected.append(e.message)
             elif isinstance(e, ev.TrapEntered) and e.reason in ("trap", "end-of-sequence"):
@@ -327,7 +331,8 @@ EVERYDAY_SEED = HELDOUT_EVAL_BASE + 100_000  # the folder tree and the tools' es
 
 
 def run_everyday(model: Path, index: int, copy_bias: float = 0.0, n_threads: int = 2,
-                 mode: Mode = Mode.ASYNC, timeout: float = 60.0, policy: Policy | None = None) -> Episode:
+                 mode: Mode = Mode.ASYNC, timeout: float = 60.0, policy: Policy | None = None,
+                 complete_calls: bool = False) -> Episode:
     """One of ``EVERYDAY``, alone in a new session, on a held-out folder tree."""
     request, wanted = EVERYDAY[index]
     _, runner, estimates, registry, _ = _held_out(EVERYDAY_SEED)
@@ -336,7 +341,7 @@ def run_everyday(model: Path, index: int, copy_bias: float = 0.0, n_threads: int
         turn = Turn(request, [Task("everyday", [(request, False)], calls)] if calls else [])
         episode = Episode(index, request, None, expected_calls(calls, registry), [])
         return _drive(model, episode, turn, registry, estimates, len(calls), 0, timeout,
-                      EngineConfig(mode=mode, copy_bias=copy_bias), n_threads, policy)
+                      EngineConfig(mode=mode, copy_bias=copy_bias, complete_calls=complete_calls), n_threads, policy)
     finally:
         runner.close()
 
@@ -392,7 +397,7 @@ class SecondTurn:
 
 def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias: float = 0.0,
                     n_threads: int = 2, timeout: float = 60.0, mode: Mode = Mode.ASYNC,
-                    typed_references: bool = True) -> SecondTurn:
+                    typed_references: bool = True, complete_calls: bool = False) -> SecondTurn:
     """Two held-out requests of the evaluation's kind in one session. The first is answered (or, with
     ``stop_first``, stopped at its first words after its calls, as a user pressing Esc); then the
     second is sent, and its calls are compared with the ones it asks for."""
@@ -404,7 +409,8 @@ def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias:
                             expected_calls([c for t in second.tasks for c in t.calls], registry))
         backend = LlamaBackend(model, n_threads=n_threads)
         engine = Engine(backend, registry, config=EngineConfig(mode=mode, copy_bias=copy_bias,
-                                                               typed_references=typed_references),
+                                                               typed_references=typed_references,
+                                                               complete_calls=complete_calls),
                         sampling=GREEDY)
         by_id: dict[str, str] = {}
         state = {"turn": 1, "stopped": False}
@@ -460,6 +466,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     p.add_argument("--untyped-references", dest="typed_references", action="store_false",
                    help="let a dataflow reference name any earlier call (core.references)")
+    p.add_argument("--complete-calls", action="store_true",
+                   help="where the model stops calling, draft one more call and keep it if it adds a task "
+                        "(core.completion)")
     p.add_argument("--second-turns", action="store_true",
                    help="measure second requests instead: each episode's session answers one request "
                         "with calls, then a second, whose calls are compared")
@@ -473,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="run the fixed list of everyday requests instead (EVERYDAY; --episodes is ignored)")
     args = p.parse_args(argv)
     if args.everyday:
-        episodes = [run_everyday(Path(args.model), i, args.copy_bias, args.threads, Mode(args.mode))
+        episodes = [run_everyday(Path(args.model), i, args.copy_bias, args.threads, Mode(args.mode),
+                                 complete_calls=args.complete_calls)
                     for i in range(len(EVERYDAY))]
         rows = [dict(request=e.request, expected=e.expected, written=e.written, answer=e.answer,
                      right=e.valid and e.exact and not e.values_missing and e.errors_honest and bool(e.answer.strip()))
@@ -490,7 +500,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.second_turns:
         turns = [run_second_turn(Path(args.model), args.first_seed + i, args.stop_first, args.copy_bias,
-                                 args.threads, mode=Mode(args.mode), typed_references=args.typed_references)
+                                 args.threads, mode=Mode(args.mode), typed_references=args.typed_references,
+                                 complete_calls=args.complete_calls)
                  for i in range(args.episodes)]
         exact = sum(t.exact for t in turns)
         summary = {"second_turns": len(turns), "second_turn_exact_calls": round(exact / max(len(turns), 1), 4),
@@ -507,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
                                     profile=args.profile, copy_bias=args.copy_bias,
                                     copy_text=args.copy_text, n_threads=args.threads,
                                     typed_references=args.typed_references, real=args.real_files,
-                                    long=args.long_files))
+                                    long=args.long_files, complete_calls=args.complete_calls))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy-bias", type=float, default=None, metavar="LOGITS",
                    help="steer call argument values toward words and numbers the conversation holds "
                         "(0: off, inf: only those; default: on for the embedded model only)")
+    p.add_argument("--complete-calls", action=argparse.BooleanOptionalAction, default=None,
+                   help="where the model stops writing calls, draft one more and keep it if it asks for "
+                        "something the calls have not (native dialect; default: on for the embedded model only)")
     p.add_argument("--tools", action="append", default=[], metavar="FILE",
                    help="also load the tool functions of this Python file (repeatable)")
     p.add_argument("--allow-shell", action="store_true", default=None,
@@ -81,7 +84,7 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     for name in ("model", "mode", "dialect", "n_ctx", "threads", "max_tokens", "payload_limit",
-                 "copy_bias", "allow_shell", "root"):
+                 "copy_bias", "complete_calls", "allow_shell", "root"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(settings, name))
     args.tools = list(settings.tools) + list(args.tools)
@@ -92,11 +95,13 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
             raise UsageError(f"No model given and the embedded model is missing ({EMBEDDED_MODEL}): "
                              "pass --model PATH to a GGUF file.")
         args.model = str(EMBEDDED_MODEL)
-    from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL, EMBEDDED_SAMPLING
+    from asynclm import EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL, EMBEDDED_SAMPLING
 
     embedded = args.embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
     if args.copy_bias is None:
         args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
+    if args.complete_calls is None:
+        args.complete_calls = EMBEDDED_COMPLETE_CALLS and embedded
     for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
         if getattr(args, name) is None:
             given = name in settings.sampling_given or not embedded or name not in EMBEDDED_SAMPLING
@@ -137,7 +142,7 @@ def build_tools(args: argparse.Namespace) -> tuple["Registry", list[str]]:
     return registry, problems
 
 
-def _build_engine(args: argparse.Namespace, tools, progress=None):
+def build_engine(args: argparse.Namespace, tools, progress=None):
     from asynclm.core.dialect import DialectError
     from asynclm.core.engine import Engine, EngineConfig, Mode
     from asynclm.core.llama import LlamaBackend, ModelError
@@ -158,7 +163,8 @@ def _build_engine(args: argparse.Namespace, tools, progress=None):
         raise UsageError(str(exc)) from None
     policy = ScriptedPolicy(_load_script(args.script)) if args.script else None
     config = EngineConfig(mode=Mode(args.mode), payload_limit=args.payload_limit,
-                          max_turn_tokens=args.max_tokens, copy_bias=args.copy_bias)
+                          max_turn_tokens=args.max_tokens, copy_bias=args.copy_bias,
+                          complete_calls=args.complete_calls)
     try:
         return Engine(backend, tools, policy=policy, dialect=args.dialect,
                       config=config, sampling=sampling)
@@ -206,7 +212,7 @@ def start_headless(args: argparse.Namespace, *sinks) -> tuple:
     tools, problems = build_tools(args)
     for problem in problems:
         print(f"asynclm-chat: {problem}", file=sys.stderr)
-    engine = _build_engine(args, tools)
+    engine = build_engine(args, tools)
     for sink in sinks:
         engine.subscribe(sink)
     path = session_path(args)
@@ -314,7 +320,7 @@ def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
     app: ChatApp
 
     def make_engine(progress):
-        engine = _build_engine(args, tools, progress)
+        engine = build_engine(args, tools, progress)
         if resume_events is not None:
             try:
                 engine.resume(resume_events, str(path))

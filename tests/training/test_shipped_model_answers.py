@@ -10,6 +10,8 @@ were answered right in three runs, one of them beside two busy processes.
 Second requests run the same way, in one session after a first request with calls: they pass only if
 the context after an answer (or a stopped one) opens a new turn the way the model was trained on
 (they all failed when an updated tool list followed the user's message). Each passed in three runs.
+
+Two more run as the app runs the model (the copy bias on), with and without the completion check.
 """
 
 from __future__ import annotations
@@ -52,3 +54,28 @@ def test_the_shipped_model_answers_a_second_request(seed, stop_first):
     turn = evaluate.run_second_turn(EMBEDDED_MODEL, seed, stop_first, timeout=120, mode=Mode.SYNC)
     assert turn.end_reason == "done", (turn.request, turn.end_reason)
     assert sorted(turn.written) == sorted(turn.expected), (turn.first, turn.request, turn.written)
+
+
+# Held-out requests (no clock) where the model, decoding as the app has it decode (greedy, copy bias),
+# stops before a task, and the completion check (core.completion) writes the call left out: the
+# model's own next call in the first, the likeliest call of another tool in the second.
+LEFT_OUT = {  # seed: (what is written, whether it is another tool's call)
+    950_000_068: ("its own next call", False),  # convert 251 degC to degF, and 664 divided by 56
+    950_000_015: ("another tool's call", True),  # search for zopox, list meapeas, 988 MB in KiB
+}
+
+
+@pytest.mark.parametrize("seed", sorted(LEFT_OUT), ids=lambda s: LEFT_OUT[s][0])
+def test_the_completion_check_writes_the_call_the_model_left_out(seed):
+    from asynclm import EMBEDDED_COPY_BIAS
+
+    runs = {check: evaluate.run_episode(EMBEDDED_MODEL, seed, timeout=120, mode=Mode.SYNC,
+                                        copy_bias=EMBEDDED_COPY_BIAS, complete_calls=check)
+            for check in (False, True)}
+    without, with_check = runs[False], runs[True]
+    wanted = sorted(without.expected + without.expected_after_user)
+    assert without.valid and len(without.written) < len(wanted), (without.request, without.written)
+    assert with_check.valid and sorted(with_check.written) == wanted, (with_check.request, with_check.written,
+                                                                       with_check.drafts)
+    kept = [d for d in with_check.drafts if d.startswith("+")]
+    assert len(kept) == 1 and kept[0].startswith("+s" if LEFT_OUT[seed][1] else "+ "), with_check.drafts

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,37 @@ def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, ti
         bias("--model", str(tiny_model), "--copy-bias", "-1")
     (tmp_path / "bad.toml").write_text("copy_bias = -2")
     with pytest.raises(ConfigError, match="copy_bias should be 0"):
+        load_settings(tmp_path / "bad.toml")
+
+
+def test_the_completion_check_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model):
+    from asynclm import EMBEDDED_COMPLETE_CALLS, EMBEDDED_MODEL
+    from asynclm.tui.cli import build_engine, apply_settings, build_parser, build_tools
+
+    none = tmp_path / "none.toml"
+
+    def check(*argv: str, config: Path = none) -> bool:
+        args = build_parser().parse_args(["--config", str(config), *argv])
+        apply_settings(args)
+        return args.complete_calls
+
+    if EMBEDDED_MODEL.is_file():
+        assert check() is EMBEDDED_COMPLETE_CALLS is True
+        assert check("--no-complete-calls") is False
+    assert check("--model", str(tiny_model)) is False
+    assert check("--model", str(tiny_model), "--complete-calls") is True
+    (tmp_path / "set.toml").write_text(f'model = "{tiny_model}"\ncomplete_calls = true\n')
+    assert check(config=tmp_path / "set.toml") is True
+    args = build_parser().parse_args(["--config", str(tmp_path / "set.toml"), "--no-complete-calls"])
+    apply_settings(args)
+    engine = build_engine(args, build_tools(args)[0])
+    try:
+        assert engine.config.complete_calls is False, "the command line wins over the file"
+    finally:
+        engine.close()
+        engine.backend.close()
+    (tmp_path / "bad.toml").write_text('complete_calls = "yes"')
+    with pytest.raises(ConfigError, match="complete_calls should be bool"):
         load_settings(tmp_path / "bad.toml")
 
 
