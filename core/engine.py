@@ -573,22 +573,51 @@ class Engine:
         own = self._draft([self._call_opener])
         drafts, chosen = [own], own if own.adds and own.logprob >= OWN_FLOOR else None
         if chosen is None and own.head is not None:
-            ids = own.tokens[:own.head + 1]  # the same id for every tool
-            for name in getattr(self.tools, "names", lambda: [])():
-                if name != own.tool:
-                    draft = self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR)
-                    drafts.append(draft)
-                    if draft.adds and draft.logprob >= SEARCH_FLOOR and (
-                            chosen is None or draft.logprob > chosen.logprob):
-                        chosen = draft
+            drafts += self._other_tools(own)
+            for draft in drafts[1:]:
+                if draft.adds and draft.logprob >= SEARCH_FLOOR and (chosen is None or draft.logprob > chosen.logprob):
+                    chosen = draft
         for draft in drafts:
             self._emit(ev.CallDrafted(expr=draft.expr, kept=draft is chosen, tokens=len(draft.tokens),
                                       logprob=round(draft.logprob, 3), searched=draft is not own))
         return chosen.tokens if chosen is not None else None
 
-    def _draft(self, opening: list[int], floor: float = -np.inf) -> "Draft":
-        """Write ``opening`` and go on greedily to the call's ``[END]``, then take it all back out of the
-        context. A draft whose log-probability falls below ``floor`` is given up (it would not be used)."""
+    def _other_tools(self, own: Draft) -> list[Draft]:
+        """A draft of each other tool's call, from the same id: the id is evaluated once for them all."""
+        ids, backend = own.tokens[:own.head + 1], self.backend
+        mark = backend.n_past
+        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
+        for token in ids:
+            monitor.feed(token)
+        drafts = []
+        try:
+            backend.eval(ids)
+            after_head = self._next_logits(monitor).copy()
+            for name in getattr(self.tools, "names", lambda: [])():
+                if name != own.tool:
+                    drafts.append(self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR,
+                                              shared=len(ids), logits=after_head))
+        except ContextFull:
+            pass
+        finally:
+            backend.truncate(mark)
+        return drafts
+
+    def _next_logits(self, monitor: Monitor) -> np.ndarray:
+        """The logits a draft chooses from where ``monitor`` stands: steered, and masked as the loop's are."""
+        logits = self._steer(self.backend.logits(), monitor, "")
+        banned = monitor.banned()
+        if banned.size:
+            logits = logits.copy()
+            logits[banned] = -np.inf
+        return logits
+
+    def _draft(self, opening: list[int], floor: float = -np.inf, shared: int = 0,
+               logits: np.ndarray | None = None) -> Draft:
+        """Write ``opening`` and go on greedily to the call's ``[END]``, then take it back out of the
+        context. The first ``shared`` tokens of ``opening`` are in the context already, and ``logits``
+        are what follows them. A draft whose log-probability falls below ``floor`` is given up (it
+        would not be used)."""
         backend, mark = self.backend, self.backend.n_past
         monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
         head_marker = self.dialect.marker_tokens(Marker.HEAD)[0]
@@ -604,12 +633,12 @@ class Engine:
                 closed = next((i for i in monitor.feed(token) if isinstance(i, CallClosed)), None)
                 if closed is not None or not monitor.in_block:
                     break
-                backend.eval([token])
-                logits = self._steer(backend.logits(), monitor, "")
-                banned = monitor.banned()
-                if banned.size:
-                    logits = logits.copy()
-                    logits[banned] = -np.inf
+                if len(tokens) < shared:
+                    token = forced.popleft()
+                    continue
+                if len(tokens) > shared:
+                    backend.eval([token])
+                    logits = self._next_logits(monitor)
                 token = forced.popleft() if forced else int(np.argmax(logits))
                 if head is not None:  # the call's likelihood: its tool and arguments, as steered
                     top = float(np.max(logits))
