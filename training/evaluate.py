@@ -142,6 +142,7 @@ class Episode:
     generated: int = 0
     user_sent: bool = False  # the planned message was typed (it is not when the turn ended first)
     drafts: list[str] = field(default_factory=list)  # the completion check's: "+" kept, "s" searched, @logprob
+    context_kept: bool = True  # the context holds exactly the tokens the events report (drafts taken back)
 
     @property
     def valid(self) -> bool:
@@ -206,7 +207,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
     order: list[str] = []  # tool names of calls in the order written
     results: dict[str, ev.Event] = {}
     names: dict[str, tuple[str, dict]] = {}
-    state = {"user_sent": False, "calls": 0}
+    state = {"user_sent": False, "calls": 0, "context": 0}
     done = threading.Event()
     lock = threading.RLock()  # send_user's interrupt is reported back into this sink, on this thread
 
@@ -217,6 +218,8 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
 
     def sink(e: ev.Event) -> None:
         with lock:
+            if isinstance(e, (ev.ContextExtended, ev.TokenGenerated)):  # what the context holds
+                state["context"] += len(e.tokens) if isinstance(e, ev.ContextExtended) else 1
             if isinstance(e, ev.CallDetected):
                 episode.ids.append(e.call_id)
                 try:
@@ -260,6 +263,8 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
         if not done.wait(timeout):
             engine.stop_and_wait(5)
             episode.end_reason = "timeout"  # (stopping it ended the turn as "stopped")
+        with lock:
+            episode.context_kept = backend.kv_positions() == backend.n_past == state["context"]
     finally:
         engine.close()
         backend.close()

@@ -77,5 +77,6 @@ def test_the_completion_check_writes_the_call_the_model_left_out(seed):
     assert without.valid and len(without.written) < len(wanted), (without.request, without.written)
     assert with_check.valid and sorted(with_check.written) == wanted, (with_check.request, with_check.written,
                                                                        with_check.drafts)
+    assert with_check.context_kept, "every draft not written was taken back out of the context"
     kept = [d for d in with_check.drafts if d.startswith("+")]
     assert len(kept) == 1 and kept[0].startswith("+s" if LEFT_OUT[seed][1] else "+ "), with_check.drafts
