@@ -63,8 +63,8 @@ def _literal_words(call: CallExpr) -> set[str]:
 
 
 def adds_task(draft: CallExpr, made: Iterable[CallExpr], asked: str) -> bool:
-    """Whether ``draft`` asks for something the calls ``made`` since the user's message do not: see
-    the module's docstring. ``asked`` is the text of the user's messages in the answer."""
+    """Whether ``draft`` asks for something the answer's calls ``made`` do not (the module's docstring).
+    ``asked`` is the text of the user's messages in the answer."""
     made = list(made)
     if any(draft == call for call in made):
         return False

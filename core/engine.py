@@ -284,6 +284,10 @@ class Engine:
         notice = self.dialect.notice()
         if notice:
             self._emit(ev.Notice(level="info", message=notice))
+        if self.config.complete_calls and self._call_opener is None:
+            self._emit(ev.Notice(level="warning", message=(
+                f"The completion check needs a call marker of one token, which the {self.dialect.name} dialect "
+                "does not have: it is off.")))
 
     def stop_and_wait(self, timeout: float = 5.0) -> None:
         """Stop the running answer, if any, and wait until its turn has ended (and been reported)."""

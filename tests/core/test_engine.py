@@ -543,3 +543,15 @@ def test_drafts_the_completion_check_throws_away_leave_no_trace(make_engine):
     assert not runs[False][3]
     assert runs[True][4] == runs[False][4] + sum(d.tokens - bool(d.expr) for d in drafts), (
         "each draft's tokens were evaluated once (a finished call's [END] never) and then taken back")
+
+
+def test_the_completion_check_says_when_the_dialect_cannot_have_it(make_engine):
+    engine, log = make_engine(["Hi."], dialect="text", config=EngineConfig(complete_calls=True))
+    assert engine.ask("hello", timeout=30)
+    warnings = [e.message for e in log.of(ev.Notice) if e.level == "warning"]
+    assert warnings == ["The completion check needs a call marker of one token, which the text dialect does "
+                        "not have: it is off."]
+    assert not log.of(ev.CallDrafted)
+    engine, log = make_engine(["Hi."], config=EngineConfig(complete_calls=True))
+    assert engine.ask("hello", timeout=30)
+    assert not [e for e in log.of(ev.Notice) if e.level == "warning"]
