@@ -22,6 +22,11 @@ likeliest of those that adds a task, if it is at least ``SEARCH_FLOOR`` likely: 
 task left out is seldom much less likely than that, and a call made up for a request that is done
 seldom more. Otherwise what the model chose stands.
 
+Where the model opens a call, the engine drafts that call too, and writes it from the draft (its
+tokens are in the context already); if the draft would repeat a call of the answer word for word, a
+small model's other way of losing a task (asked for four things, it writes one of them twice), the
+other tools' drafts are tried in the same way, and the repeat stands if none adds a task.
+
 Words of three or more letters count, and numbers; shorter words (``a``, ``to``, units such as ``g``
 or ``km``) are too common to tell a task apart, and so are English function words (``the``, ``have``,
 ``for``): a small model that has run out of tasks makes one of them a value (``list_dir(path="have")``

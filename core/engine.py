@@ -85,7 +85,7 @@ CUT_SHORT = ("stopped", "repetition", "length")
 SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
-DRAFTS_PER_TURN = 16  # enough for every call a request names; a bound on the time drafts can take
+DRAFTS_PER_TURN = 32  # enough for every call a request names; a bound on the time drafts can take
 
 
 @dataclass(frozen=True)
@@ -423,7 +423,7 @@ class Engine:
         generated = 0
         self._injected = 0
         self._asked, self._made = [], []
-        after_call, drafts, forced = False, 0, deque()  # the completion check (``_complete``)
+        after_call, drafts, forced, in_kv = False, 0, deque(), 0  # the completion check (``_complete``)
         decode_seconds = 0.0
         reason = "done"
         try:
@@ -448,10 +448,12 @@ class Engine:
                     token = forced.popleft()
                 else:
                     token = policy.choose(self._steer(backend.logits(), monitor, recent), monitor.banned())
-                    if after_call and token != self._call_opener and drafts < DRAFTS_PER_TURN:
+                    opens = token == self._call_opener is not None and monitor.state is BlockState.OUTSIDE
+                    if (after_call or opens) and drafts < DRAFTS_PER_TURN:
                         drafts += 1
-                        if drafted := self._complete():
-                            token, forced = drafted[0], deque(drafted[1:])
+                        if drafted := self._complete(opens):
+                            (token, *rest), in_kv = drafted
+                            forced = deque(rest)
                     after_call = False
                 if backend.is_eog(token):
                     if self._pending():
@@ -475,7 +477,10 @@ class Engine:
                         trap = True
                     elif isinstance(item, Malformed):
                         self._malformed(item)
-                backend.eval([token])
+                if in_kv:  # a draft's token, already in the context
+                    in_kv -= 1
+                else:
+                    backend.eval([token])
                 generated += 1
                 took = time.perf_counter() - t0
                 decode_seconds += took
@@ -503,6 +508,8 @@ class Engine:
             log.exception("decode loop failed")
             self._emit(ev.Notice(level="error", message=f"The answer failed: {type(exc).__name__}: {exc}"))
         finally:
+            if in_kv:  # a draft's tokens the answer did not get to: out of the context, as never written
+                backend.truncate(backend.n_past - in_kv)
             tail = [i.text for i in monitor.flush() if isinstance(i, Text)]
             if tail:
                 answer.extend(tail)
@@ -567,24 +574,47 @@ class Engine:
             logits = self._keep_id_open(logits, monitor.call_id)
         return logits
 
-    def _complete(self) -> list[int] | None:
-        """The completion check (``core.completion``): the model chose not to write another call right
-        after one. Draft the call it would write (greedy, steered as always); if that adds no task,
-        draft the most likely call of each other tool, its name written for it. Each draft is taken
-        back out of the context; the tokens of the one to write in place of the model's choice are
-        returned: the model's own if it adds a task and is at least ``OWN_FLOOR`` likely, else the
-        likeliest other that adds one and is at least ``SEARCH_FLOOR`` likely, else none."""
-        own = self._draft([self._call_opener])
-        drafts, chosen = [own], own if own.adds and own.logprob >= OWN_FLOOR else None
-        if chosen is None and own.head is not None:
+    def _complete(self, opens: bool) -> tuple[list[int], int] | None:
+        """The completion check (``core.completion``). The model chose not to write another call right
+        after one, or (``opens``) chose to open a call. Draft the call it would write (greedy, steered as
+        always). Where it stopped calling, that draft is written if it adds a task and is at least
+        ``OWN_FLOOR`` likely; where it opens a call, unless it repeats one the answer has made. Else
+        each other tool's likeliest call is drafted, its name written for it, and the likeliest that
+        adds a task and is at least ``SEARCH_FLOOR`` likely is written. Returns the tokens to write and
+        how many of them the context already holds, or None: the model's own choice stands."""
+        mark = self.backend.n_past
+        own = self._draft([self._call_opener], keep=True)
+        repeats = own.expr != "" and self._repeats(own.expr)
+        if opens:
+            written = own.expr != "" and not repeats
+        else:
+            written = own.adds and own.logprob >= OWN_FLOOR
+        if written:
+            self._report([own], own, own)
+            return own.tokens, len(own.tokens) - 1  # all but its [END] are in the context
+        self.backend.truncate(mark)
+        drafts, chosen = [own], None
+        if own.head is not None and (repeats or not opens):
             drafts += self._other_tools(own)
             for draft in drafts[1:]:
                 if draft.adds and draft.logprob >= SEARCH_FLOOR and (chosen is None or draft.logprob > chosen.logprob):
                     chosen = draft
+        self._report(drafts, own, chosen)
+        return (chosen.tokens, 0) if chosen is not None else None
+
+    def _report(self, drafts: list[Draft], own: Draft, chosen: Draft | None) -> None:
+        """One ``CallDrafted`` event a draft."""
         for draft in drafts:
             self._emit(ev.CallDrafted(expr=draft.expr, kept=draft is chosen, tokens=len(draft.tokens),
                                       logprob=round(draft.logprob, 3), searched=draft is not own))
-        return chosen.tokens if chosen is not None else None
+
+    def _repeats(self, text: str) -> bool:
+        """Whether the call ``text`` is one the answer has already written."""
+        try:
+            expr = parse_call(text)
+        except CallSyntaxError:
+            return False
+        return any(expr == call for call in self._made)
 
     def _other_tools(self, own: Draft) -> list[Draft]:
         """A draft of each other tool's call, from the same id: the id is evaluated once for them all."""
@@ -617,7 +647,7 @@ class Engine:
         return logits
 
     def _draft(self, opening: list[int], floor: float = -np.inf, shared: int = 0,
-               logits: np.ndarray | None = None) -> Draft:
+               logits: np.ndarray | None = None, keep: bool = False) -> Draft:
         """Write ``opening`` and go on greedily to the call's ``[END]``, then take it back out of the
         context. The first ``shared`` tokens of ``opening`` are in the context already, and ``logits``
         are what follows them. A draft whose log-probability falls below ``floor`` is given up (it
@@ -650,9 +680,10 @@ class Engine:
                 if backend.is_eog(token) or logprob < floor:
                     break
         except ContextFull:
-            closed = None
+            closed, keep = None, False
         finally:
-            backend.truncate(mark)
+            if not keep or closed is None:
+                backend.truncate(mark)
         expr = closed.expr.strip() if closed is not None else ""
         adds = closed is not None and closed.call_id.strip() not in self._call_ids and self._adds_task(expr)
         return Draft(tokens, expr, adds, head, logprob)

@@ -523,9 +523,10 @@ def test_an_id_the_session_has_used_cannot_end_so_the_model_writes_on(make_engin
 
 
 def test_drafts_the_completion_check_throws_away_leave_no_trace(make_engine):
-    """Where the model stops calling, the check drafts a call through the real context. A draft that adds
-    no task (a random model's never does) is taken back out: the answer, the calls and the context are
-    those of the same script without the check, and the events still rebuild the context exactly."""
+    """Where the model opens a call or stops calling, the check drafts a call through the real context. A
+    draft that is not written (a random model's never is: it never finishes a call) is taken back out:
+    the answer, the calls and the context are those of the same script without the check, and the events
+    still rebuild the context exactly."""
     script = ('Two things.[CALL] a [HEAD] echo(text="first") [END]One is in.[CALL] b [HEAD] number(value=7) '
               '[END][CALL] c [HEAD] echo(text="third") [END]All three.')
     runs = {}
@@ -539,7 +540,7 @@ def test_drafts_the_completion_check_throws_away_leave_no_trace(make_engine):
                        [e.token for e in log.of(ev.TokenGenerated)], log.of(ev.CallDrafted), backend.n_evaluated)
     assert runs[True][:3] == runs[False][:3]
     drafts = runs[True][3]
-    assert len(drafts) == 2 and not any(d.kept for d in drafts), "one draft where each run of calls ends"
+    assert len(drafts) == 5 and not any(d.kept for d in drafts), "where each call opens, and each run ends"
     assert not runs[False][3]
     assert runs[True][4] == runs[False][4] + sum(d.tokens - bool(d.expr) for d in drafts), (
         "each draft's tokens were evaluated once (a finished call's [END] never) and then taken back")

@@ -79,4 +79,47 @@ def test_the_completion_check_writes_the_call_the_model_left_out(seed):
                                                                        with_check.drafts)
     assert with_check.context_kept, "every draft not written was taken back out of the context"
     kept = [d for d in with_check.drafts if d.startswith("+")]
-    assert len(kept) == 1 and kept[0].startswith("+s" if LEFT_OUT[seed][1] else "+ "), with_check.drafts
+    assert len(kept) == len(with_check.written), "every call is written from its draft"
+    assert sum(d.startswith("+s") for d in kept) == LEFT_OUT[seed][1], with_check.drafts
+
+
+def test_a_stop_while_a_drafted_call_is_written_leaves_only_what_was_written_in_the_context():
+    """With the check, the model's own call is drafted ahead and then written from the draft; a stop part
+    way through must take the rest of the draft back out, so the context is what the events report."""
+    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core import events as ev
+    from asynclm.core.engine import Engine, EngineConfig
+    from asynclm.core.llama import LlamaBackend
+    from asynclm.core.sampling import GREEDY
+    from asynclm.tools.builtins import default_registry
+
+    backend = LlamaBackend(EMBEDDED_MODEL, n_threads=1)
+    engine = Engine(backend, default_registry(), sampling=GREEDY,
+                    config=EngineConfig(copy_bias=EMBEDDED_COPY_BIAS, complete_calls=True))
+    seen = {"context": 0, "kept": 0, "after": 0}
+
+    def sink(e: ev.Event) -> None:
+        if isinstance(e, ev.ContextExtended):
+            seen["context"] += len(e.tokens)
+        elif isinstance(e, ev.TokenGenerated):
+            seen["context"] += 1
+            if seen["kept"]:
+                seen["after"] += 1
+                if seen["after"] == 3:  # the draft's third token: the rest is in the context, not written
+                    engine.stop()
+        elif isinstance(e, ev.CallDrafted) and e.kept:
+            seen["kept"] += 1
+
+    engine.subscribe(sink)
+    engine.start()
+    try:
+        assert engine.ask("what is 12*34 and what time is it in Berlin", timeout=120)
+        turn = engine.turns_ended
+        assert seen["kept"] == 1 and seen["after"] == 3, seen
+        assert backend.kv_positions() == backend.n_past == seen["context"]
+        assert engine.ask("what is 12*34", timeout=120), "the session goes on"
+        assert engine.turns_ended == turn + 1
+        assert backend.kv_positions() == backend.n_past == seen["context"]
+    finally:
+        engine.close()
+        backend.close()
