@@ -100,8 +100,8 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     embedded = args.embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
     if args.copy_bias is None:
         args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
-    if args.complete_calls is None:
-        args.complete_calls = EMBEDDED_COMPLETE_CALLS and embedded
+    if args.complete_calls is None:  # a script decides what is written
+        args.complete_calls = EMBEDDED_COMPLETE_CALLS and embedded and not args.script
     for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
         if getattr(args, name) is None:
             given = name in settings.sampling_given or not embedded or name not in EMBEDDED_SAMPLING

@@ -91,6 +91,8 @@ def test_the_completion_check_is_on_for_the_embedded_model_only_unless_set(tmp_p
     if EMBEDDED_MODEL.is_file():
         assert check() is EMBEDDED_COMPLETE_CALLS is True
         assert check("--no-complete-calls") is False
+        assert check("--script", "Hi.") is False, "a script decides what is written"
+        assert check("--script", "Hi.", "--complete-calls") is True
     assert check("--model", str(tiny_model)) is False
     assert check("--model", str(tiny_model), "--complete-calls") is True
     (tmp_path / "set.toml").write_text(f'model = "{tiny_model}"\ncomplete_calls = true\n')
