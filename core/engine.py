@@ -448,7 +448,7 @@ class Engine:
                     token = forced.popleft()
                 else:
                     token = policy.choose(self._steer(backend.logits(), monitor, recent), monitor.banned())
-                    opens = token == self._call_opener is not None and monitor.state is BlockState.OUTSIDE
+                    opens = self._call_opener is not None and token == self._call_opener
                     if (after_call or opens) and drafts < DRAFTS_PER_TURN:
                         drafts += 1
                         if drafted := self._complete(opens):
