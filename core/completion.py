@@ -9,9 +9,18 @@ task*:
 
 - it is not a call the answer has already written (the same tool with the same arguments), and
 - one of its argument values holds a word or number of the user's messages in this answer that no
-  call of the answer holds yet (``calculator(expression="806/0")`` after calls for ``yithaix`` and
-  ``brari.txt``, when the request says "calculate 806/0"), or it takes the result of a call whose
+  call of the answer holds yet, from a part of a message that no call has taken a word from
+  (``calculator(expression="806/0")`` after calls for ``yithaix`` and ``brari.txt``, when the request
+  says "what's in yithaix, calculate 806/0 and cat brari.txt"), or it takes the result of a call whose
   result no other call takes yet (a dependent call the model did not get to).
+
+A message's parts are what commas, semicolons, a full stop or colon before a space, a new line or the
+words "and", "also", "then" and "plus" separate: a request's tasks, most of the time. A part that a
+call written after the message has taken a word from is a task done, so its other words are no new
+task: "set a timer for 2 seconds and what is 31*29", answered with ``wait(seconds=2)`` and
+``calculator(expression="31*29")``, leaves no word open, and the model's
+``search_files(pattern="set")`` is no task. Calls written before a message typed mid-answer do not
+close its parts: "sorry, Urumqi instead of Manila" still asks for Urumqi after the call for Manila.
 
 A model that has written every call drafts one again, or one built from words already used, or one
 it is unsure of (less likely than ``OWN_FLOOR``: ``read_file(path="square isod")`` for "the square
@@ -36,7 +45,7 @@ for "how many lines does it have").
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Sequence
 
 from .cml import CallExpr, Ref
 
@@ -46,6 +55,7 @@ from .cml import CallExpr, Ref
 OWN_FLOOR = -3.0
 SEARCH_FLOOR = -2.0
 _WORD = re.compile(r"[^\W\d_]{3,}|\d+")
+_PARTS = re.compile(r"[,;!?\n]|[.:](?:\s|$)|\s(?:and|also|then|plus)\s", re.IGNORECASE)
 FUNCTION_WORDS = frozenset("""
     about after all also and any are been but can could did does for from had has have her here his how
     into its just many may more most much not now off our out over please some than that the their them
@@ -67,14 +77,26 @@ def _literal_words(call: CallExpr) -> set[str]:
     return words
 
 
-def adds_task(draft: CallExpr, made: Iterable[CallExpr], asked: str) -> bool:
+def adds_task(draft: CallExpr, made: Sequence[CallExpr], asked: Sequence[tuple[str, int]]) -> bool:
     """Whether ``draft`` asks for something the answer's calls ``made`` do not (the module's docstring).
-    ``asked`` is the text of the user's messages in the answer."""
-    made = list(made)
+    ``asked``: the user's messages in the answer, each with how many of ``made`` came before it."""
     if any(draft == call for call in made):
         return False
     taken = {ref for call in made for ref in call.refs}
     if any(ref not in taken for ref in draft.refs):
         return True
     used = set().union(*(_literal_words(call) for call in made)) if made else set()
-    return bool((_literal_words(draft) & value_words(asked)) - used)
+    return bool(_literal_words(draft) & open_words(asked, made) - used)
+
+
+def open_words(asked: Sequence[tuple[str, int]], made: Sequence[CallExpr]) -> set[str]:
+    """The words of the messages' parts (the module's docstring) that no call written after the
+    message has taken a word from."""
+    words: set[str] = set()
+    for text, before in asked:
+        later = set().union(*(_literal_words(call) for call in made[before:]))
+        for part in _PARTS.split(text):
+            held = value_words(part)
+            if not held & later:
+                words |= held
+    return words

@@ -193,7 +193,7 @@ class Engine:
         self._restore: tuple[list[int], str] | None = None
         self._tools_text = ""
         # Per answer, for the completion check: the user's messages and the calls written.
-        self._asked: list[str] = []
+        self._asked: list[tuple[str, int]] = []  # each message, and how many calls came before it
         self._made: list[CallExpr] = []
 
     # --- events -------------------------------------------------------------------------------
@@ -693,7 +693,7 @@ class Engine:
             expr = parse_call(text)
         except CallSyntaxError:
             return False
-        return self.tools.get(expr.name) is not None and adds_task(expr, self._made, "\n".join(self._asked))
+        return self.tools.get(expr.name) is not None and adds_task(expr, self._made, self._asked)
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
@@ -784,7 +784,7 @@ class Engine:
             raise
         now = time.monotonic()
         sources = tuple(i.source for i in items)
-        self._asked.extend(i.payload for i in items if i.source == "user")
+        self._asked.extend((i.payload, len(self._made)) for i in items if i.source == "user")
         if self.copy_bias is not None:
             for item in items:
                 if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
