@@ -80,7 +80,7 @@ def _literal_words(call: CallExpr) -> set[str]:
 def adds_task(draft: CallExpr, made: Sequence[CallExpr], asked: Sequence[tuple[str, int]]) -> bool:
     """Whether ``draft`` asks for something the answer's calls ``made`` do not (the module's docstring).
     ``asked``: the user's messages in the answer, each with how many of ``made`` came before it."""
-    if any(draft == call for call in made):
+    if draft in made:
         return False
     taken = {ref for call in made for ref in call.refs}
     if any(ref not in taken for ref in draft.refs):

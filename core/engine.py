@@ -74,7 +74,7 @@ class EngineConfig:
     copy_text: bool = True  # with copy_bias: steer the answer's visibly copied words too
     stop_settle: float = 2.0  # seconds a stopped answer waits for its calls to report their cancellation
     typed_references: bool = True  # a dataflow reference names only a call whose result fits (core.references)
-    complete_calls: bool = False  # where the model stops calling, draft one more call; kept if new (core.completion)
+    complete_calls: bool = False  # write the calls the model leaves out or would repeat (core.completion)
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -94,12 +94,14 @@ class Draft:
 
     tokens: list[int]
     expr: str  # as written ("" if the draft was no finished call)
+    call: CallExpr | None  # ``expr`` parsed, if it parses
     adds: bool  # it adds a task to the answer's calls (``core.completion.adds_task``)
     head: int | None  # where its [HEAD] is in ``tokens``
     logprob: float  # of its tool and arguments, from [HEAD] on, as steered
 
     @property
     def tool(self) -> str:
+        """The tool's name as written, even in a call that does not parse."""
         return self.expr.split("(")[0].strip()
 
 
@@ -584,7 +586,7 @@ class Engine:
         how many of them the context already holds, or None: the model's own choice stands."""
         mark = self.backend.n_past
         own = self._draft([self._call_opener], keep=True)
-        repeats = own.expr != "" and self._repeats(own.expr)
+        repeats = own.call is not None and own.call in self._made
         if opens:
             written = own.expr != "" and not repeats
         else:
@@ -607,14 +609,6 @@ class Engine:
         for draft in drafts:
             self._emit(ev.CallDrafted(expr=draft.expr, kept=draft is chosen, tokens=len(draft.tokens),
                                       logprob=round(draft.logprob, 3), searched=draft is not own))
-
-    def _repeats(self, text: str) -> bool:
-        """Whether the call ``text`` is one the answer has already written."""
-        try:
-            expr = parse_call(text)
-        except CallSyntaxError:
-            return False
-        return any(expr == call for call in self._made)
 
     def _other_tools(self, own: Draft) -> list[Draft]:
         """A draft of each other tool's call, from the same id: the id is evaluated once for them all."""
@@ -685,15 +679,13 @@ class Engine:
             if not keep or closed is None:
                 backend.truncate(mark)
         expr = closed.expr.strip() if closed is not None else ""
-        adds = closed is not None and closed.call_id.strip() not in self._call_ids and self._adds_task(expr)
-        return Draft(tokens, expr, adds, head, logprob)
-
-    def _adds_task(self, text: str) -> bool:
         try:
-            expr = parse_call(text)
+            call = parse_call(expr) if expr else None
         except CallSyntaxError:
-            return False
-        return self.tools.get(expr.name) is not None and adds_task(expr, self._made, self._asked)
+            call = None
+        adds = (call is not None and closed.call_id.strip() not in self._call_ids
+                and self.tools.get(call.name) is not None and adds_task(call, self._made, self._asked))
+        return Draft(tokens, expr, call, adds, head, logprob)
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
