@@ -9,8 +9,8 @@ EMBEDDED_MODEL = Path(__file__).resolve().parent / "models" / "asynclm-tiny.gguf
 # Its argument values are steered toward the conversation's words (core/copying.py): the model picks
 # the right tools but often makes values up. Measured in docs/model-card.md.
 EMBEDDED_COPY_BIAS = 8.0
-# Where it stops writing calls, the engine drafts one more and keeps it if it asks for something the
-# answer's calls have not (core/completion.py): it often stops before a request's last task.
+# Where it stops writing calls or would repeat one, the engine drafts another and writes it if it asks
+# for something the answer's calls have not (core/completion.py): it often leaves a request's last task out.
 EMBEDDED_COMPLETE_CALLS = True
 # It decodes greedily unless told otherwise: the sampler's defaults (temperature 0.7, a repetition
 # penalty that also lowers the numbers and names it should copy again) make it worse at everything

@@ -472,8 +472,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--untyped-references", dest="typed_references", action="store_false",
                    help="let a dataflow reference name any earlier call (core.references)")
     p.add_argument("--complete-calls", action="store_true",
-                   help="where the model stops calling, draft one more call and keep it if it adds a task "
-                        "(core.completion)")
+                   help="where the model stops calling or would repeat a call, draft another and write it if "
+                        "it adds a task (core.completion)")
     p.add_argument("--second-turns", action="store_true",
                    help="measure second requests instead: each episode's session answers one request "
                         "with calls, then a second, whose calls are compared")
