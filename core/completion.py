@@ -36,6 +36,15 @@ tokens are in the context already); if the draft would repeat a call of the answ
 small model's other way of losing a task (asked for four things, it writes one of them twice), the
 other tools' drafts are tried in the same way, and the repeat stands if none adds a task.
 
+In async mode the engine also writes ready calls longest estimate first, the paper's LPT rule, which
+a small model follows about a third of the time. Where the model opens a call, each tool whose shown
+estimate is longer than that of the model's own draft by more than the draft took to write (less
+would not pay for the drafting) and whose name the model could have written there at least
+``SEARCH_FLOOR`` likely is drafted in turn, longest first; the first draft that adds a task beside the
+model's own call, takes no other call's result and is at least ``SEARCH_FLOOR`` likely is written,
+and the model's own call comes later. Asked for "670/61, and 794 kg in lb" with the calculator shown
+at ~278ms and the conversion at ~843ms, the model opens the division; the conversion goes first.
+
 Words of three or more letters count, and numbers; shorter words (``a``, ``to``, units such as ``g``
 or ``km``) are too common to tell a task apart, and so are English function words (``the``, ``have``,
 ``for``): a small model that has run out of tasks makes one of them a value (``list_dir(path="have")``

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -75,6 +75,7 @@ class EngineConfig:
     stop_settle: float = 2.0  # seconds a stopped answer waits for its calls to report their cancellation
     typed_references: bool = True  # a dataflow reference names only a call whose result fits (core.references)
     complete_calls: bool = False  # write the calls the model leaves out or would repeat (core.completion)
+    longest_first: bool = True  # with complete_calls, in async mode: a call with a longer estimate first
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -85,6 +86,7 @@ CUT_SHORT = ("stopped", "repetition", "length")
 SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
+NAME_STEPS = 8  # a draft keeps the logits of this many tokens after its [HEAD] (a built-in tool's name: 2-7)
 DRAFTS_PER_TURN = 32  # enough for every call a request names; a bound on the time drafts can take
 
 
@@ -98,6 +100,8 @@ class Draft:
     adds: bool  # it adds a task to the answer's calls (``core.completion.adds_task``)
     head: int | None  # where its [HEAD] is in ``tokens``
     logprob: float  # of its tool and arguments, from [HEAD] on, as steered
+    named: float = 0.0  # the part of ``logprob`` that the tool's name written for it took (0: not written for it)
+    after_head: tuple[np.ndarray, ...] = ()  # the logits (steered) of its first tokens after [HEAD]: its tool's name
 
     @property
     def tool(self) -> str:
@@ -135,6 +139,14 @@ def estimates_note(moved: dict[str, str]) -> str:
     """The system note that tells the model some tools' shown estimates have moved (``moved``: tool ->
     estimate as the tool list shows it, in tool-list order)."""
     return "updated estimates: " + " | ".join(f"{name} {shown}" for name, shown in moved.items())
+
+
+def estimate_seconds(shown: str) -> float:
+    """An estimate as the tool list shows it (``~300ms``, ``~1.5s``) in seconds; 0 if it is none."""
+    match = re.fullmatch(r"~(\d+(?:\.\d+)?)(ms|s)", shown.strip())
+    if match is None:
+        return 0.0
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
 
 def tool_estimates(tools_text: str) -> dict[str, str]:
@@ -582,15 +594,21 @@ class Engine:
         always). Where it stopped calling, that draft is written if it adds a task and is at least
         ``OWN_FLOOR`` likely; where it opens a call, unless it repeats one the answer has made. Else
         each other tool's likeliest call is drafted, its name written for it, and the likeliest that
-        adds a task and is at least ``SEARCH_FLOOR`` likely is written. Returns the tokens to write and
-        how many of them the context already holds, or None: the model's own choice stands."""
-        mark = self.backend.n_past
+        adds a task and is at least ``SEARCH_FLOOR`` likely is written. In async mode, a call the model
+        opens may give way to one of a tool whose estimate is longer by more than the draft took
+        (``_longer_first``). Returns the tokens to write and how many of them the context already holds,
+        or None: the model's own choice stands."""
+        mark, t0 = self.backend.n_past, time.perf_counter()
         own = self._draft([self._call_opener], keep=True)
         repeats = own.call is not None and own.call in self._made
         if opens:
             written = own.expr != "" and not repeats
         else:
             written = own.adds and own.logprob >= OWN_FLOOR
+        if written and opens and self.config.longest_first and self.mode is Mode.ASYNC:
+            longer = self._longer_tools(own.tool, time.perf_counter() - t0)
+            if longer and (ordered := self._longer_first(own, mark, longer)) is not None:
+                return ordered
         if written:
             self._report([own], own, own)
             return own.tokens, len(own.tokens) - 1  # all but its [END] are in the context
@@ -604,23 +622,71 @@ class Engine:
         self._report(drafts, own, chosen)
         return (chosen.tokens, 0) if chosen is not None else None
 
-    def _report(self, drafts: list[Draft], own: Draft, chosen: Draft | None) -> None:
-        """One ``CallDrafted`` event a draft."""
+    def _report(self, drafts: list[Draft], own: Draft, chosen: Draft | None, longer: bool = False) -> None:
+        """One ``CallDrafted`` event a draft (``longer``: the other drafts are ``_longer_first``'s)."""
         for draft in drafts:
             self._emit(ev.CallDrafted(expr=draft.expr, kept=draft is chosen, tokens=len(draft.tokens),
-                                      logprob=round(draft.logprob, 3), searched=draft is not own))
+                                      logprob=round(draft.logprob, 3), searched=draft is not own,
+                                      name_logprob=round(draft.named, 3), longer=longer and draft is not own,
+                                      adds=draft.adds))
+
+    def _longer_tools(self, tool: str, margin: float) -> list[str]:
+        """The tools whose shown estimate is longer than ``tool``'s by more than ``margin`` seconds,
+        longest first."""
+        shown = {name: estimate_seconds(text) for name, text in tool_estimates(self._tools_text).items()}
+        if tool not in shown:
+            return []
+        return [name for name in shown if shown[name] > shown[tool] + margin]
+
+    def _longer_first(self, own: Draft, mark: int, longer: list[str]) -> tuple[list[int], int] | None:
+        """Longest first: the model opened a call and drafted ``own`` (in the context from ``mark``), and
+        ``longer`` tools have longer estimates. Each one's likeliest call is drafted in turn, longest
+        first, from the same id, and the first that adds a task beside ``own``, depends on no other call
+        and is at least ``SEARCH_FLOOR`` likely is written (its tokens stay in the context); if none
+        does, ``own`` is, its tokens after the id evaluated again. None where no longer tool's name is
+        that likely after the id (nothing drafted: ``own`` stands, as it is in the context)."""
+        names = [n for n in longer if self._name_bound(own, n) >= SEARCH_FLOOR]
+        if not names:
+            return None
+        backend, ids = self.backend, own.tokens[:own.head + 1]
+        after_id = mark + len(ids)
+        backend.truncate(after_id)
+        after_own = [c for c in (*self._made, own.call) if c is not None]
+        drafts, chosen = [], None
+        for name in names:
+            draft = self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR, shared=len(ids),
+                                logits=own.after_head[0], keep=True)
+            draft = replace(draft, adds=draft.adds and not draft.call.refs and draft.logprob >= SEARCH_FLOOR
+                            and adds_task(draft.call, after_own, self._asked))
+            drafts.append(draft)
+            if draft.adds:
+                chosen = draft
+                break
+            backend.truncate(after_id)
+        self._report([own, *drafts], own, chosen or own, longer=True)
+        if chosen is None:
+            return own.tokens, len(ids)
+        return chosen.tokens, len(chosen.tokens) - 1
+
+    def _name_bound(self, own: Draft, name: str) -> float:
+        """How likely, at most, the model was to write ``name`` where it wrote ``own``'s tool: its name's
+        tokens as far as they are ``own``'s, and the first that is not (a draft's log-probability only
+        falls as it goes on)."""
+        written, bound = own.tokens[own.head + 1:], 0.0
+        for i, token in enumerate(self.dialect.text_tokens(f" {name}(")[:len(own.after_head)]):
+            logits = own.after_head[i]
+            bound += float(logits[token] - np.logaddexp.reduce(logits))
+            if i >= len(written) or written[i] != token:
+                break
+        return bound
 
     def _other_tools(self, own: Draft) -> list[Draft]:
         """A draft of each other tool's call, from the same id: the id is evaluated once for them all."""
         ids, backend = own.tokens[:own.head + 1], self.backend
         mark = backend.n_past
-        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
-        for token in ids:
-            monitor.feed(token)
         drafts = []
         try:
-            backend.eval(ids)
-            after_head = self._next_logits(monitor).copy()
+            after_head = self._eval_id(ids)
             for name in getattr(self.tools, "names", lambda: [])():
                 if name != own.tool:
                     drafts.append(self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR,
@@ -630,6 +696,14 @@ class Engine:
         finally:
             backend.truncate(mark)
         return drafts
+
+    def _eval_id(self, ids: list[int]) -> np.ndarray:
+        """Evaluate a call's opening up to its ``[HEAD]`` (``ids``); the logits that follow it."""
+        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
+        for token in ids:
+            monitor.feed(token)
+        self.backend.eval(ids)
+        return self._next_logits(monitor).copy()
 
     def _next_logits(self, monitor: Monitor) -> np.ndarray:
         """The logits a draft chooses from where ``monitor`` stands: steered, and masked as the loop's are."""
@@ -650,7 +724,7 @@ class Engine:
         monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
         head_marker = self.dialect.marker_tokens(Marker.HEAD)[0]
         tokens: list[int] = []
-        closed, head, logprob = None, None, 0.0
+        closed, head, logprob, named, after_head = None, None, 0.0, 0.0, []
         forced = deque(opening)
         try:
             token = forced.popleft()
@@ -667,10 +741,15 @@ class Engine:
                 if len(tokens) > shared:
                     backend.eval([token])
                     logits = self._next_logits(monitor)
-                token = forced.popleft() if forced else int(np.argmax(logits))
+                if head is not None and len(after_head) < NAME_STEPS and len(tokens) > head + len(after_head):
+                    after_head.append(logits.copy())
+                written_for = bool(forced)
+                token = forced.popleft() if written_for else int(np.argmax(logits))
                 if head is not None:  # the call's likelihood: its tool and arguments, as steered
                     top = float(np.max(logits))
                     logprob += float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
+                    if written_for:
+                        named = logprob
                 if backend.is_eog(token) or logprob < floor:
                     break
         except ContextFull:
@@ -685,7 +764,7 @@ class Engine:
             call = None
         adds = (call is not None and closed.call_id.strip() not in self._call_ids
                 and self.tools.get(call.name) is not None and adds_task(call, self._made, self._asked))
-        return Draft(tokens, expr, call, adds, head, logprob)
+        return Draft(tokens, expr, call, adds, head, logprob, named, tuple(after_head))
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)

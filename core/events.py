@@ -135,14 +135,17 @@ class CallRejected(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CallDrafted(Event):
-    """The completion check drafted a call where the model stopped calling (``core.completion``):
-    ``kept`` if it is written next; otherwise it was taken back out of the context."""
+    """The completion check drafted a call where the model opened one or stopped calling
+    (``core.completion``): ``kept`` if it is written next; otherwise it was taken back out of the context."""
 
     expr: str  # the drafted call as written (``""`` if the draft was no finished call)
     kept: bool
     tokens: int  # tokens drafted (and, when not kept, taken back)
     logprob: float  # of the call's tool and arguments, as steered
     searched: bool  # a call of another tool than the model's own draft, its name written for it
+    name_logprob: float = 0.0  # the part of ``logprob`` its name took, when written for it
+    longer: bool = False  # another tool's call, drafted to go before the model's own (a longer estimate)
+    adds: bool = False  # it adds a task (``core.completion.adds_task``)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -141,7 +141,9 @@ class Episode:
     tokens_per_second: float = 0.0
     generated: int = 0
     user_sent: bool = False  # the planned message was typed (it is not when the turn ended first)
-    drafts: list[str] = field(default_factory=list)  # the completion check's: "+" kept, "s" searched, @logprob
+    # the completion check's drafts: "+" kept, "s" another tool's, "l" to go first (a longer estimate), "a" adds
+    # a task, then @logprob/the part the name written for it took
+    drafts: list[str] = field(default_factory=list)
     context_kept: bool = True  # the context holds exactly the tokens the events report (drafts taken back)
 
     @property
@@ -180,7 +182,7 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
                 copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None,
                 typed_references: bool = True, real: bool = False, long: bool = False,
-                complete_calls: bool = False) -> Episode:
+                complete_calls: bool = False, longest_first: bool = True) -> Episode:
     """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes);
     ``real``: on a folder tree with real-looking names; ``long``: one with long results too."""
     shape = PROFILES[profile]
@@ -192,7 +194,8 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
         episode = Episode(seed, turn.request, turn.user_interrupt, expected_calls(first, registry),
                           expected_calls(first + later, registry)[len(first):] if later else [])
         config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text,
-                              typed_references=typed_references, complete_calls=complete_calls)
+                              typed_references=typed_references, complete_calls=complete_calls,
+                              longest_first=longest_first)
         return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads,
                       policy)
     finally:
@@ -239,7 +242,9 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
             elif isinstance(e, ev.CallRejected):
                 episode.rejected.append(f"{e.call_id}: {e.reason}")
             elif isinstance(e, ev.CallDrafted):
-                episode.drafts.append(f"{'+' if e.kept else '-'}{'s' if e.searched else ''} {e.expr} @{e.logprob:g}")
+                flags = "+" if e.kept else "-"
+                flags += "s" * e.searched + "l" * e.longer + "a" * e.adds
+                episode.drafts.append(f"{flags} {e.expr} @{e.logprob:g}/{e.name_logprob:g}")
             elif isinstance(e, ev.Notice) and e.level == "error":
                 episode.rejected.append(e.message)
             elif isinstance(e, ev.TrapEntered) and e.reason in ("trap", "end-of-sequence"):
@@ -474,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--complete-calls", action="store_true",
                    help="where the model stops calling or would repeat a call, draft another and write it if "
                         "it adds a task (core.completion)")
+    p.add_argument("--no-longest-first", dest="longest_first", action="store_false",
+                   help="with --complete-calls: write each call where the model opens it, whatever its estimate")
     p.add_argument("--second-turns", action="store_true",
                    help="measure second requests instead: each episode's session answers one request "
                         "with calls, then a second, whose calls are compared")
@@ -523,7 +530,8 @@ def main(argv: list[str] | None = None) -> None:
                                     profile=args.profile, copy_bias=args.copy_bias,
                                     copy_text=args.copy_text, n_threads=args.threads,
                                     typed_references=args.typed_references, real=args.real_files,
-                                    long=args.long_files, complete_calls=args.complete_calls))
+                                    long=args.long_files, complete_calls=args.complete_calls,
+                                    longest_first=args.longest_first))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)

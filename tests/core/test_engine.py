@@ -234,6 +234,15 @@ def test_tool_estimates_reads_each_tools_shown_estimate_in_list_order():
     assert tool_estimates("tools: none") == {}
 
 
+def test_estimate_seconds_reads_an_estimate_as_the_tool_list_shows_it():
+    from asynclm.core.engine import estimate_seconds
+
+    assert estimate_seconds("~20ms") == 0.02
+    assert estimate_seconds("~1.5s") == 1.5
+    assert estimate_seconds("~2s") == 2.0
+    assert estimate_seconds("(x: int)") == 0.0
+
+
 def test_stop_while_trapped_returns_promptly(make_engine):
     engine, log = make_engine(["[CALL] w [HEAD] wait(seconds=30) [END][TRAP] [END]never"])
     engine.send("go")

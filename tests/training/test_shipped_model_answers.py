@@ -83,6 +83,33 @@ def test_the_completion_check_writes_the_call_the_model_left_out(seed):
     assert sum(d.startswith("+s") for d in kept) == LEFT_OUT[seed][1], with_check.drafts
 
 
+# Held-out requests where the model, in async mode, opens its first call for a tool with a much shorter
+# estimate than another the request needs: the check writes the longer one first (core.completion,
+# longest first). The first call is decided before any result can enter, so it is the same in every
+# run; what follows depends on when results enter.
+LONGEST_FIRST = {  # seed: (the model's own first call, the one written first), shown estimates in the comment
+    950_000_372: ("calculator(expression='670/61')",  # calculator ~278ms, convert_units ~843ms
+                  "convert_units(from_unit='kg', to_unit='lb', value=794)"),
+    950_000_437: ("calculator(expression='867+28')",  # calculator ~1ms, list_dir ~632ms
+                  "list_dir(path='mail')"),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(LONGEST_FIRST))
+def test_the_completion_check_writes_the_call_with_the_longest_estimate_first(seed):
+    from asynclm import EMBEDDED_COPY_BIAS
+
+    runs = {longest: evaluate.run_episode(EMBEDDED_MODEL, seed, timeout=120, copy_bias=EMBEDDED_COPY_BIAS,
+                                          complete_calls=True, longest_first=longest)
+            for longest in (False, True)}
+    own, longest = LONGEST_FIRST[seed]
+    assert runs[False].written[:1] == [own], (runs[False].request, runs[False].written)
+    assert runs[True].written[:1] == [longest], (runs[True].request, runs[True].written, runs[True].drafts)
+    assert own in runs[True].written, "the model's own call is still made"
+    assert runs[True].drafts[1].startswith("+sla"), runs[True].drafts
+    assert runs[True].context_kept, "the model's own draft and every other one not written were taken back"
+
+
 def test_a_stop_while_a_drafted_call_is_written_leaves_only_what_was_written_in_the_context():
     """With the check, the model's own call is drafted ahead and then written from the draft; a stop part
     way through must take the rest of the draft back out, so the context is what the events report."""
