@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,19 @@ def shared_data(name: str, env: str) -> Path | None:
         if (parent / "shared" / name).is_dir():
             return parent / "shared" / name
     return None
+
+
+@pytest.fixture
+def bench():
+    """Run ``bench/<script>`` with ``args`` as its command line runs it; it must succeed. Returns the
+    finished process."""
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / script), *args],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,11 @@
 """The benchmark's accuracy side, smoke-sized: the embedded model, unforced, in each mode."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_accuracy_report_covers_every_mode_on_the_same_episodes(tmp_path):
+def test_accuracy_report_covers_every_mode_on_the_same_episodes(bench, tmp_path):
     out = tmp_path / "accuracy.json"
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "accuracy.py"), "--episodes", "2", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = bench("accuracy.py", "--episodes", "2", "--out", str(out))
     report = json.loads(out.read_text())
     assert set(report["modes"]) == {"sync", "sync-parallel", "async"}
     for figures in report["modes"].values():

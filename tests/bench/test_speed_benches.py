@@ -1,21 +1,9 @@
 """The speed benchmarks, smoke-sized on the test model: they run to the end and measure something."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def bench(script: str, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r
-
-
-def test_loop_speed_measures_the_loop_and_interrupts_entering_it(tmp_path):
+def test_loop_speed_measures_the_loop_and_interrupts_entering_it(bench, tmp_path):
     out = tmp_path / "loop.json"
     bench("loop_speed.py", "--shapes", "test", "--tokens", "400", "--rounds", "1", "--json", str(out))
     [result] = json.loads(out.read_text())
@@ -25,7 +13,7 @@ def test_loop_speed_measures_the_loop_and_interrupts_entering_it(tmp_path):
     assert result["interrupts"] >= 2 and result["prefill_p50_ms"] > 0, result
 
 
-def test_threads_measures_each_count_idle_and_busy(tiny_model, tmp_path):
+def test_threads_measures_each_count_idle_and_busy(bench, tiny_model, tmp_path):
     out = tmp_path / "threads.json"
     r = bench("threads.py", "--no-defaults", "--model", str(tiny_model), "--threads", "1,2", "--busy", "1",
               "--tokens", "30", "--rounds", "1", "--json", str(out))
