@@ -27,7 +27,8 @@ it is unsure of (less likely than ``OWN_FLOOR``: ``read_file(path="square isod")
 root of 850"), and the draft is thrown away. A model that stopped early often does the same (asked to
 search for ``zopox``, list ``meapeas`` and convert 988 MB, it drafts the conversion again), so then the
 engine drafts the likeliest call of each other tool, writing the tool's name for it, and keeps the
-likeliest of those that adds a task, if it is at least ``SEARCH_FLOOR`` likely: the right call for a
+likeliest of those that adds a task, if it is at least ``SEARCH_FLOOR`` likely, or its tool at least
+``NAME_FLOOR`` and its arguments then at least ``ARGS_FLOOR`` (``likely_enough``): the right call for a
 task left out is seldom much less likely than that, and a call made up for a request that is done
 seldom more. Otherwise what the model chose stands.
 
@@ -63,6 +64,10 @@ from .cml import CallExpr, Ref
 # than the evaluation's: docs/model-card.md).
 OWN_FLOOR = -3.0
 SEARCH_FLOOR = -2.0
+# Or, for another tool's call where the model stopped calling: its name, written for it, at least
+# NAME_FLOOR likely and its arguments then at least ARGS_FLOOR (``likely_enough``).
+NAME_FLOOR = -3.0
+ARGS_FLOOR = -0.25
 _WORD = re.compile(r"[^\W\d_]{3,}|\d+")
 _PARTS = re.compile(r"[,;!?\n]|[.:](?:\s|$)|\s(?:and|also|then|plus)\s", re.IGNORECASE)
 FUNCTION_WORDS = frozenset("""
@@ -71,6 +76,14 @@ FUNCTION_WORDS = frozenset("""
     then there these they this those too under very was were what when where which while who why will
     with would you your
 """.split())
+
+
+def likely_enough(logprob: float, named: float) -> bool:
+    """Whether another tool's call, drafted where the model stopped calling, is likely enough to be
+    written: ``logprob`` (its name, written for it, and its arguments) at least ``SEARCH_FLOOR``, or its
+    name at least ``NAME_FLOOR`` (``named``) and its arguments then at least ``ARGS_FLOOR``: the model is
+    often unsure which tool comes next and sure of what the call for a task left out holds."""
+    return logprob >= SEARCH_FLOOR or (named >= NAME_FLOOR and logprob - named >= ARGS_FLOOR)
 
 
 def value_words(text: str) -> set[str]:

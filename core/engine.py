@@ -33,7 +33,7 @@ from .cml import (
     BlockState, CallClosed, CallExpr, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
     is_call_id, parse_call, CANCELLED_PAYLOAD,
 )
-from .completion import OWN_FLOOR, SEARCH_FLOOR, adds_task
+from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_task, likely_enough
 from .copying import CopyBias, token_texts
 from .dialect import Dialect, select_dialect
 from .executor import Call, Executor, Toolbox
@@ -617,7 +617,8 @@ class Engine:
         if own.head is not None and (repeats or not opens):
             drafts += self._other_tools(own)
             for draft in drafts[1:]:
-                if draft.adds and draft.logprob >= SEARCH_FLOOR and (chosen is None or draft.logprob > chosen.logprob):
+                if draft.adds and likely_enough(draft.logprob, draft.named) and (
+                        chosen is None or draft.logprob > chosen.logprob):
                     chosen = draft
         self._report(drafts, own, chosen)
         return (chosen.tokens, 0) if chosen is not None else None
@@ -690,7 +691,8 @@ class Engine:
             for name in getattr(self.tools, "names", lambda: [])():
                 if name != own.tool:
                     drafts.append(self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR,
-                                              shared=len(ids), logits=after_head))
+                                              shared=len(ids), logits=after_head, name_floor=NAME_FLOOR,
+                                              args_floor=ARGS_FLOOR))
         except ContextFull:
             pass
         finally:
@@ -715,11 +717,13 @@ class Engine:
         return logits
 
     def _draft(self, opening: list[int], floor: float = -np.inf, shared: int = 0,
-               logits: np.ndarray | None = None, keep: bool = False) -> Draft:
+               logits: np.ndarray | None = None, keep: bool = False, name_floor: float = np.inf,
+               args_floor: float = np.inf) -> Draft:
         """Write ``opening`` and go on greedily to the call's ``[END]``, then take it back out of the
         context. The first ``shared`` tokens of ``opening`` are in the context already, and ``logits``
         are what follows them. A draft whose log-probability falls below ``floor`` is given up (it
-        would not be used)."""
+        would not be used), unless the name written for it is at least ``name_floor`` likely and its
+        arguments, after that, at least ``args_floor``."""
         backend, mark = self.backend, self.backend.n_past
         monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
         head_marker = self.dialect.marker_tokens(Marker.HEAD)[0]
@@ -750,7 +754,8 @@ class Engine:
                     logprob += float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
                     if written_for:
                         named = logprob
-                if backend.is_eog(token) or logprob < floor:
+                if backend.is_eog(token) or (logprob < floor and (named < name_floor
+                                                                   or logprob - named < args_floor)):
                     break
         except ContextFull:
             closed, keep = None, False

@@ -3,7 +3,7 @@
 import pytest
 
 from asynclm.core.cml import parse_call
-from asynclm.core.completion import adds_task, open_words, value_words
+from asynclm.core.completion import adds_task, likely_enough, open_words, value_words
 
 REQUEST = "What's in yithaix, calculate 806/0 and cat brari.txt."
 MADE = [parse_call("list_dir(path='yithaix')"), parse_call("read_file(path='brari.txt')")]
@@ -67,3 +67,14 @@ def test_the_other_words_of_a_task_done_are_no_new_task():
     assert open_words([("convert 05:55 from Guatemala to Wallis time. Also list nax/shopizi.txt", 0)],
                       [parse_call("list_dir(path='nax/shopizi.txt')")]) == {
         "convert", "05", "55", "guatemala", "wallis", "time"}
+
+
+@pytest.mark.parametrize("logprob, named, written", [
+    (-1.9, -1.5, True),  # likely enough as a whole
+    (-2.9, -2.8, True),  # an unsure tool, a sure call: name -2.8, arguments -0.1
+    (-3.1, -2.9, True),  # arguments -0.2
+    (-2.6, -2.0, False),  # arguments -0.6: neither
+    (-3.2, -3.1, False),  # name below -3
+])
+def test_another_tools_call_is_written_when_likely_or_when_only_its_tool_was_in_doubt(logprob, named, written):
+    assert likely_enough(logprob, named) is written
