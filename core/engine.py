@@ -594,10 +594,10 @@ class Engine:
         always). Where it stopped calling, that draft is written if it adds a task and is at least
         ``OWN_FLOOR`` likely; where it opens a call, unless it repeats one the answer has made. Else
         each other tool's likeliest call is drafted, its name written for it, and the likeliest that
-        adds a task and is at least ``SEARCH_FLOOR`` likely is written. In async mode, a call the model
-        opens may give way to one of a tool whose estimate is longer by more than the draft took
-        (``_longer_first``). Returns the tokens to write and how many of them the context already holds,
-        or None: the model's own choice stands."""
+        adds a task and is likely enough (``core.completion.likely_enough``) is written. In async mode,
+        a call the model opens may give way to one of a tool whose estimate is longer by more than the
+        draft took (``_longer_first``). Returns the tokens to write and how many of them the context
+        already holds, or None: the model's own choice stands."""
         mark, t0 = self.backend.n_past, time.perf_counter()
         own = self._draft([self._call_opener], keep=True)
         repeats = own.call is not None and own.call in self._made
