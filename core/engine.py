@@ -141,6 +141,12 @@ def estimates_note(moved: dict[str, str]) -> str:
     return "updated estimates: " + " | ".join(f"{name} {shown}" for name, shown in moved.items())
 
 
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """The log-probability of ``token`` under ``logits`` (a log-softmax, for one token)."""
+    top = float(np.max(logits))
+    return float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
+
+
 def estimate_seconds(shown: str) -> float:
     """An estimate as the tool list shows it (``~300ms``, ``~1.5s``) in seconds; 0 if it is none."""
     match = re.fullmatch(r"~(\d+(?:\.\d+)?)(ms|s)", shown.strip())
@@ -177,6 +183,7 @@ class Engine:
         self._texts: list[str | None] | None = None  # what each token adds (``_token_texts``)
         self._id_continuations: np.ndarray | None = None  # tokens that go on with an id (``_keep_id_open``)
         self._references: ReferenceGuide | None = None  # built at the first reference (``_typed_reference``)
+        self._name_tokens: dict[str, list[int]] = {}  # each tool's `` name(`` as a draft writes it (``_name_opening``)
         if config.copy_bias > 0:
             end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
             self.copy_bias = CopyBias(self._token_texts(), config.copy_bias, tuple(end) if len(end) == 1 else ())
@@ -655,7 +662,7 @@ class Engine:
         after_own = [c for c in (*self._made, own.call) if c is not None]
         drafts, chosen = [], None
         for name in names:
-            draft = self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR, shared=len(ids),
+            draft = self._draft(ids + self._name_opening(name), SEARCH_FLOOR, shared=len(ids),
                                 logits=own.after_head[0], keep=True)
             draft = replace(draft, adds=draft.adds and not draft.call.refs and draft.logprob >= SEARCH_FLOOR
                             and adds_task(draft.call, after_own, self._asked))
@@ -674,9 +681,8 @@ class Engine:
         tokens as far as they are ``own``'s, and the first that is not (a draft's log-probability only
         falls as it goes on)."""
         written, bound = own.tokens[own.head + 1:], 0.0
-        for i, token in enumerate(self.dialect.text_tokens(f" {name}(")[:len(own.after_head)]):
-            logits = own.after_head[i]
-            bound += float(logits[token] - np.logaddexp.reduce(logits))
+        for i, token in enumerate(self._name_opening(name)[:len(own.after_head)]):
+            bound += token_logprob(own.after_head[i], token)
             if i >= len(written) or written[i] != token:
                 break
         return bound
@@ -690,7 +696,7 @@ class Engine:
             after_head = self._eval_id(ids)
             for name in getattr(self.tools, "names", lambda: [])():
                 if name != own.tool:
-                    drafts.append(self._draft(ids + self.dialect.text_tokens(f" {name}("), SEARCH_FLOOR,
+                    drafts.append(self._draft(ids + self._name_opening(name), SEARCH_FLOOR,
                                               shared=len(ids), logits=after_head, name_floor=NAME_FLOOR,
                                               args_floor=ARGS_FLOOR))
         except ContextFull:
@@ -698,6 +704,13 @@ class Engine:
         finally:
             backend.truncate(mark)
         return drafts
+
+    def _name_opening(self, name: str) -> list[int]:
+        """The tokens a draft of ``name``'s call writes after the call's ``[HEAD]`` (`` name(``), tokenized
+        once a session."""
+        if name not in self._name_tokens:
+            self._name_tokens[name] = self.dialect.text_tokens(f" {name}(")
+        return self._name_tokens[name]
 
     def _eval_id(self, ids: list[int]) -> np.ndarray:
         """Evaluate a call's opening up to its ``[HEAD]`` (``ids``); the logits that follow it."""
@@ -750,8 +763,7 @@ class Engine:
                 written_for = bool(forced)
                 token = forced.popleft() if written_for else int(np.argmax(logits))
                 if head is not None:  # the call's likelihood: its tool and arguments, as steered
-                    top = float(np.max(logits))
-                    logprob += float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
+                    logprob += token_logprob(logits, token)
                     if written_for:
                         named = logprob
                 if backend.is_eog(token) or (logprob < floor and (named < name_floor
