@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asynclm import EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL  # noqa: E402
+from asynclm import EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL  # noqa: E402
 from asynclm.core.engine import Mode  # noqa: E402
 from training.evaluate import HELDOUT_EVAL_BASE, run_episode, summarise  # noqa: E402
 
@@ -36,12 +36,13 @@ MEASURES = ("valid_cml", "exact_calls", "every_result_value", "user_interrupts_a
 
 
 def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: float = 15.0,
-        copy_bias: float = 0.0, complete_calls: bool = False) -> dict:
+        copy_bias: float = 0.0, complete_calls: bool = False, break_loops: bool = False) -> dict:
     results: dict[str, list] = {m: [] for m in MODES}
     for i in range(episodes):
         for mode in MODES:
             results[mode].append(run_episode(model, first_seed + i, mode=Mode(mode), timeout=timeout,
-                                             copy_bias=copy_bias, complete_calls=complete_calls))
+                                             copy_bias=copy_bias, complete_calls=complete_calls,
+                                             break_loops=break_loops))
         if progress:
             progress(i + 1)
     same = sum(1 for i in range(episodes)
@@ -53,6 +54,7 @@ def run(model: Path, episodes: int, first_seed: int, progress=None, timeout: flo
         "first_seed": first_seed,
         "copy_bias": copy_bias,
         "complete_calls": complete_calls,
+        "break_loops": break_loops,
         "modes": {m: summarise(results[m]) for m in MODES},
         "same_calls_in_every_mode": round(same / episodes, 4) if episodes else None,
         "exact_in_every_mode": round(sum(all(exact_in[m][i] for m in MODES) for i in range(episodes))
@@ -70,7 +72,8 @@ def table(report: dict) -> "object":
     bias = report.get("copy_bias") or 0
     t = Table(title=f"call accuracy by mode: {Path(report['model']).name}, {report['episodes']} held-out "
                     f"requests, greedy, copy bias {bias:g}"
-                    + (", completion check" if report.get("complete_calls") else ""))
+                    + (", completion check" if report.get("complete_calls") else "")
+                    + (", loops broken" if report.get("break_loops") else ""))
     t.add_column("measure")
     for m in MODES:
         t.add_column(m, justify="right")
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the app's default for the model)")
     p.add_argument("--complete-calls", action=argparse.BooleanOptionalAction, default=None,
                    help="check for calls left out, as the app does (default: the app's default for the model)")
+    p.add_argument("--break-loops", action=argparse.BooleanOptionalAction, default=None,
+                   help="break loops in answers, as the app does (default: the app's default for the model)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
     from rich.console import Console
@@ -109,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         args.copy_bias = EMBEDDED_COPY_BIAS if model.resolve() == EMBEDDED_MODEL else 0.0
     if args.complete_calls is None:
         args.complete_calls = EMBEDDED_COMPLETE_CALLS and model.resolve() == EMBEDDED_MODEL
+    if args.break_loops is None:
+        args.break_loops = EMBEDDED_BREAK_LOOPS and model.resolve() == EMBEDDED_MODEL
     t0 = time.time()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes (each in three modes)", total=args.episodes)
         report = run(model, args.episodes, args.first_seed, lambda n: bar.update(task, completed=n),
-                     args.timeout, args.copy_bias, args.complete_calls)
+                     args.timeout, args.copy_bias, args.complete_calls, args.break_loops)
     report["seconds"] = round(time.time() - t0)
     report["command"] = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Console().print(table(report))

@@ -35,7 +35,12 @@ seldom more. Otherwise what the model chose stands.
 Where the model opens a call, the engine drafts that call too, and writes it from the draft (its
 tokens are in the context already); if the draft would repeat a call of the answer word for word, a
 small model's other way of losing a task (asked for four things, it writes one of them twice), the
-other tools' drafts are tried in the same way, and the repeat stands if none adds a task.
+other tools' drafts are tried in the same way, and the repeat stands if none adds a task. If the draft
+is a call that could not run (it does not parse: ``convert_units(value=3.5714285714285716. 2 cups =
+188.571``, answer text written into a value; it names no tool; it takes a result no call gave) or has
+not ended within ``DRAFT_TOKENS`` (96: answer text again, or a call longer than the built-in tools'
+10-40 tokens, which this check is not for), the other tools' drafts are tried too, and if none is
+written the call is not opened: the model's next choice comes instead of the call marker.
 
 In async mode the engine also writes ready calls longest estimate first, the paper's LPT rule, which
 a small model follows about a third of the time. Where the model opens a call, each tool whose shown

@@ -76,6 +76,7 @@ class EngineConfig:
     typed_references: bool = True  # a dataflow reference names only a call whose result fits (core.references)
     complete_calls: bool = False  # write the calls the model leaves out or would repeat (core.completion)
     longest_first: bool = True  # with complete_calls, in async mode: a call with a longer estimate first
+    break_loops: bool = False  # the answer's text may not start a piece a fourth time in a row (``starts_loop``)
 
 
 STOPPED_NOTE = "the user stopped the answer"
@@ -88,6 +89,9 @@ RECENT_CHARS = 400  # how much of the model's latest text the loop check and the
 DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
 NAME_STEPS = 8  # a draft keeps the logits of this many tokens after its [HEAD] (a built-in tool's name: 2-7)
 DRAFTS_PER_TURN = 32  # enough for every call a request names; a bound on the time drafts can take
+LOOP_COPIES = 3  # with break_loops: a piece written this many times in a row may not start again
+LOOP_BREAKS = 2  # loops an answer may have broken; the next one ends it (``_break_loop``)
+WITHHELD: tuple[list[int], int] = ([], 0)  # the completion check's answer for a call not to open
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Draft:
     logprob: float  # of its tool and arguments, from [HEAD] on, as steered
     named: float = 0.0  # the part of ``logprob`` that the tool's name written for it took (0: not written for it)
     after_head: tuple[np.ndarray, ...] = ()  # the logits (steered) of its first tokens after [HEAD]: its tool's name
+    unfinished: str = ""  # the call as far as it got, where ``DRAFT_TOKENS`` ran out before its end
 
     @property
     def tool(self) -> str:
@@ -128,6 +133,29 @@ def repeating(text: str, repeats: int = REPEATS) -> str:
         else:
             continue
         if text.endswith(unit * times):
+            return unit
+    return ""
+
+
+def starts_loop(text: str, copies: int = LOOP_COPIES) -> str:
+    """The piece of 2-40 characters, with a letter or digit in it, that ends ``text`` ``copies`` times in
+    a row and then more of it, a letter or digit at least (``Done. walse walse walse w``: `` walse``; a
+    space alone is not yet a fourth ``walse``), or "". A small model that has written a word or number
+    three times in a row most often goes on writing it until the answer is cut short (``repeating``) or
+    the context is full (``099.099.099.0999999.29999999.2999...``); a person seldom writes the same thing
+    a fourth time. One character over and over is a piece of two (``lllllll``, ``0000000``)."""
+    for size in range(2, 41):
+        if len(text) < copies * size + 1:
+            break
+        if text[-1] != text[-1 - size]:
+            continue  # no run of this size: most sizes, on every token, decided by one comparison
+        start = len(text) - size
+        while start > 0 and text[start - 1] == text[start - 1 + size]:
+            start -= 1
+        full, more = divmod(len(text) - start, size)
+        unit = text[start:start + size]
+        if any(ch.isalnum() for ch in unit) and (
+                full > copies or full == copies and any(ch.isalnum() for ch in text[len(text) - more:])):
             return unit
     return ""
 
@@ -182,6 +210,8 @@ class Engine:
         self.copy_bias = None
         self._texts: list[str | None] | None = None  # what each token adds (``_token_texts``)
         self._id_continuations: np.ndarray | None = None  # tokens that go on with an id (``_keep_id_open``)
+        self._worded: np.ndarray | None = None  # tokens of words, numbers or spaces (``_break_loop``)
+        self._loops_broken = 0  # in this answer
         self._references: ReferenceGuide | None = None  # built at the first reference (``_typed_reference``)
         self._name_tokens: dict[str, list[int]] = {}  # each tool's `` name(`` as a draft writes it (``_name_opening``)
         if config.copy_bias > 0:
@@ -209,6 +239,7 @@ class Engine:
         self._failed: set[str] = set()  # ids whose error or cancellation has entered the context
         self._outstanding: set[str] = set()
         self._collected: list[Call] = []
+        self._heard: list[str] = []  # the user's messages and the results, as they entered (``_break_loop``)
         self._prefix: list[int] = []
         self._monitor: Monitor | None = None
         self._restore: tuple[list[int], str] | None = None
@@ -272,8 +303,10 @@ class Engine:
                     self.copy_bias.learn_id(e.call_id)
             elif isinstance(e, ev.InterruptQueued) and e.kind in ("error", "cancelled"):
                 self._failed.add(e.source)
-            elif isinstance(e, ev.InterruptQueued) and e.kind != "system" and self.copy_bias is not None:
-                self.copy_bias.learn(e.payload)
+            elif isinstance(e, ev.InterruptQueued) and e.kind != "system":
+                self._heard.append(e.payload)
+                if self.copy_bias is not None:
+                    self.copy_bias.learn(e.payload)
             elif isinstance(e, ev.TurnStarted):
                 self.turn = e.turn
         # Results and notices that were queued but never entered (a stop's cancellations) still will;
@@ -297,6 +330,7 @@ class Engine:
         self._failed.clear()
         self._outstanding.clear()
         self._collected.clear()
+        self._heard.clear()
         self._prefix = self.dialect.session_start()
         tools_text = self._tools_text = self.tools.describe()
         self._emit(ev.SessionStarted(model=self.backend.info.name, dialect=self.dialect.name,
@@ -443,7 +477,7 @@ class Engine:
         recent, injected = "", 0  # the end of the model's text since the last interrupt
         generated = 0
         self._injected = 0
-        self._asked, self._made = [], []
+        self._asked, self._made, self._loops_broken = [], [], 0
         after_call, drafts, forced, in_kv = False, 0, deque(), 0  # the completion check (``_complete``)
         decode_seconds = 0.0
         reason = "done"
@@ -464,15 +498,22 @@ class Engine:
                     break
                 if injected != self._injected:  # neither a word nor a loop runs on across an interrupt
                     injected, recent = self._injected, ""
-                t0 = time.perf_counter()
+                t0, stuck = time.perf_counter(), ""
                 if forced:
                     token = forced.popleft()
                 else:
-                    token = policy.choose(self._steer(backend.logits(), monitor, recent), monitor.banned())
+                    logits, banned = self._steer(backend.logits(), monitor, recent), monitor.banned()
+                    token = policy.choose(logits, banned)
+                    if self.config.break_loops and monitor.state is BlockState.OUTSIDE:
+                        token, stuck = self._break_loop(logits, banned, token, recent)
                     opens = self._call_opener is not None and token == self._call_opener
                     if (after_call or opens) and drafts < DRAFTS_PER_TURN:
                         drafts += 1
-                        if drafted := self._complete(opens):
+                        logits = logits.copy() if opens else logits  # drafts overwrite the backend's
+                        drafted = self._complete(opens)
+                        if drafted is WITHHELD:  # a call that could not run: the model's next choice
+                            token = policy.choose(logits, np.append(banned, token))
+                        elif drafted is not None:
                             (token, *rest), in_kv = drafted
                             forced = deque(rest)
                     after_call = False
@@ -513,7 +554,7 @@ class Engine:
                     self._wait_for(sync_ids, "sync")
                 if trap:
                     self._trap("trap")
-                elif text and monitor.safe and (unit := repeating(recent)):
+                elif text and monitor.safe and (unit := stuck or repeating(recent)):
                     if not self._pending():
                         reason = "repetition"
                         self._emit(ev.Notice(level="warning", message=(
@@ -595,6 +636,26 @@ class Engine:
             logits = self._keep_id_open(logits, monitor.call_id)
         return logits
 
+    def _break_loop(self, logits: np.ndarray, banned: np.ndarray, token: int, recent: str) -> tuple[int, str]:
+        """With ``break_loops``: where ``token`` would start a piece of the answer's ``recent`` text a
+        fourth time in a row (``starts_loop``), and no user message or result holds it four times (a
+        file's ``hi hi hi hi``), the model's likeliest choice of punctuation (or a marker, or its end)
+        instead: it ends the phrase or quote (``voulebrul voulebrul voulebrul".``). Another word in its
+        place only made the loop longer (``voulebrul voulebrul voumebrul voulebrul ...``), and a number
+        or a space began the same word again.
+        Returns the token to write, and the piece where the answer has broken ``LOOP_BREAKS`` loops
+        already: this one ends it, as ``repeating`` would."""
+        unit = starts_loop(recent + (self._token_texts()[token] or ""))
+        if not unit or any((unit * (LOOP_COPIES + 1)).strip() in heard for heard in self._heard):
+            return token, ""
+        self._loops_broken += 1
+        if self._loops_broken > LOOP_BREAKS:
+            return token, unit
+        if self._worded is None:
+            self._worded = np.flatnonzero([text is not None and (text.isspace() or any(map(str.isalnum, text)))
+                                           for text in self._token_texts()])
+        return self.policy.choose(logits, np.union1d(banned, self._worded)), ""
+
     def _complete(self, opens: bool) -> tuple[list[int], int] | None:
         """The completion check (``core.completion``). The model chose not to write another call right
         after one, or (``opens``) chose to open a call. Draft the call it would write (greedy, steered as
@@ -603,13 +664,19 @@ class Engine:
         each other tool's likeliest call is drafted, its name written for it, and the likeliest that
         adds a task and is likely enough (``core.completion.likely_enough``) is written. In async mode,
         a call the model opens may give way to one of a tool whose estimate is longer by more than the
-        draft took (``_longer_first``). Returns the tokens to write and how many of them the context
-        already holds, or None: the model's own choice stands."""
+        draft took (``_longer_first``). A call the model opens that could not run (it does not parse,
+        names no tool or takes a result no call gave) or has not ended within ``DRAFT_TOKENS`` is not
+        opened if no other tool's draft is written:
+        the model's next choice comes instead. Returns the tokens to write and how many of them the
+        context already holds, ``WITHHELD`` (no call here), or None: the model's own choice stands."""
         mark, t0 = self.backend.n_past, time.perf_counter()
         own = self._draft([self._call_opener], keep=True)
         repeats = own.call is not None and own.call in self._made
+        # a call still open after DRAFT_TOKENS went wrong (answer text written into a value) or is
+        # longer than the check is for: the built-in tools' calls take 10-40 tokens
+        broken = opens and (not self._runs(own.call) if own.expr else own.unfinished != "")
         if opens:
-            written = own.expr != "" and not repeats
+            written = own.expr != "" and not repeats and not broken
         else:
             written = own.adds and own.logprob >= OWN_FLOOR
         if written and opens and self.config.longest_first and self.mode is Mode.ASYNC:
@@ -621,14 +688,22 @@ class Engine:
             return own.tokens, len(own.tokens) - 1  # all but its [END] are in the context
         self.backend.truncate(mark)
         drafts, chosen = [own], None
-        if own.head is not None and (repeats or not opens):
+        if own.head is not None and (repeats or broken or not opens):
             drafts += self._other_tools(own)
             for draft in drafts[1:]:
                 if draft.adds and likely_enough(draft.logprob, draft.named) and (
                         chosen is None or draft.logprob > chosen.logprob):
                     chosen = draft
         self._report(drafts, own, chosen)
-        return (chosen.tokens, 0) if chosen is not None else None
+        if chosen is not None:
+            return chosen.tokens, 0
+        return WITHHELD if broken else None
+
+    def _runs(self, call: CallExpr | None) -> bool:
+        """Whether a drafted call would be run rather than rejected (``_handle_call``): it parses, names
+        a tool, and takes the results only of calls that ran."""
+        return (call is not None and self.tools.get(call.name) is not None
+                and all(ref in self._call_ids and ref not in self._rejected for ref in call.refs))
 
     def _report(self, drafts: list[Draft], own: Draft, chosen: Draft | None, longer: bool = False) -> None:
         """One ``CallDrafted`` event a draft (``longer``: the other drafts are ``_longer_first``'s)."""
@@ -775,13 +850,16 @@ class Engine:
             if not keep or closed is None:
                 backend.truncate(mark)
         expr = closed.expr.strip() if closed is not None else ""
+        unfinished = ""
+        if closed is None and len(tokens) >= DRAFT_TOKENS and monitor.state is BlockState.CALL_BODY:
+            unfinished = monitor.call_body
         try:
             call = parse_call(expr) if expr else None
         except CallSyntaxError:
             call = None
         adds = (call is not None and closed.call_id.strip() not in self._call_ids
                 and self.tools.get(call.name) is not None and adds_task(call, self._made, self._asked))
-        return Draft(tokens, expr, call, adds, head, logprob, named, tuple(after_head))
+        return Draft(tokens, expr, call, adds, head, logprob, named, tuple(after_head), unfinished)
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
@@ -873,9 +951,10 @@ class Engine:
         now = time.monotonic()
         sources = tuple(i.source for i in items)
         self._asked.extend((i.payload, len(self._made)) for i in items if i.source == "user")
-        if self.copy_bias is not None:
-            for item in items:
-                if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
+        for item in items:
+            if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
+                self._heard.append(item.payload)
+                if self.copy_bias is not None:
                     self.copy_bias.learn(item.payload)
         self._outstanding.difference_update(sources)
         self._failed.update(i.source for i in items if i.kind in ("error", "cancelled"))

@@ -182,7 +182,7 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                 mode: Mode = Mode.ASYNC, profile: str = "full", copy_bias: float = 0.0,
                 copy_text: bool = True, n_threads: int = 2, policy: Policy | None = None,
                 typed_references: bool = True, real: bool = False, long: bool = False,
-                complete_calls: bool = False, longest_first: bool = True) -> Episode:
+                complete_calls: bool = False, longest_first: bool = True, break_loops: bool = False) -> Episode:
     """One held-out episode; ``policy`` replaces greedy decoding (tests script what the model writes);
     ``real``: on a folder tree with real-looking names; ``long``: one with long results too."""
     shape = PROFILES[profile]
@@ -195,7 +195,7 @@ def run_episode(model: Path, seed: int, n_ctx: int = 0, timeout: float = 60.0,
                           expected_calls(first + later, registry)[len(first):] if later else [])
         config = EngineConfig(mode=mode, copy_bias=copy_bias, copy_text=copy_text,
                               typed_references=typed_references, complete_calls=complete_calls,
-                              longest_first=longest_first)
+                              longest_first=longest_first, break_loops=break_loops)
         return _drive(model, episode, turn, registry, estimates, len(first), n_ctx, timeout, config, n_threads,
                       policy)
     finally:
@@ -342,7 +342,7 @@ EVERYDAY_SEED = HELDOUT_EVAL_BASE + 100_000  # the folder tree and the tools' es
 
 def run_everyday(model: Path, index: int, copy_bias: float = 0.0, n_threads: int = 2,
                  mode: Mode = Mode.ASYNC, timeout: float = 60.0, policy: Policy | None = None,
-                 complete_calls: bool = False) -> Episode:
+                 complete_calls: bool = False, break_loops: bool = False) -> Episode:
     """One of ``EVERYDAY``, alone in a new session, on a held-out folder tree."""
     request, wanted = EVERYDAY[index]
     _, runner, estimates, registry, _ = _held_out(EVERYDAY_SEED)
@@ -351,7 +351,8 @@ def run_everyday(model: Path, index: int, copy_bias: float = 0.0, n_threads: int
         turn = Turn(request, [Task("everyday", [(request, False)], calls)] if calls else [])
         episode = Episode(index, request, None, expected_calls(calls, registry), [])
         return _drive(model, episode, turn, registry, estimates, len(calls), 0, timeout,
-                      EngineConfig(mode=mode, copy_bias=copy_bias, complete_calls=complete_calls), n_threads, policy)
+                      EngineConfig(mode=mode, copy_bias=copy_bias, complete_calls=complete_calls,
+                                   break_loops=break_loops), n_threads, policy)
     finally:
         runner.close()
 
@@ -407,7 +408,8 @@ class SecondTurn:
 
 def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias: float = 0.0,
                     n_threads: int = 2, timeout: float = 60.0, mode: Mode = Mode.ASYNC,
-                    typed_references: bool = True, complete_calls: bool = False) -> SecondTurn:
+                    typed_references: bool = True, complete_calls: bool = False,
+                    break_loops: bool = False) -> SecondTurn:
     """Two held-out requests of the evaluation's kind in one session. The first is answered (or, with
     ``stop_first``, stopped at its first words after its calls, as a user pressing Esc); then the
     second is sent, and its calls are compared with the ones it asks for."""
@@ -420,7 +422,8 @@ def run_second_turn(model: Path, seed: int, stop_first: bool = False, copy_bias:
         backend = LlamaBackend(model, n_threads=n_threads)
         engine = Engine(backend, registry, config=EngineConfig(mode=mode, copy_bias=copy_bias,
                                                                typed_references=typed_references,
-                                                               complete_calls=complete_calls),
+                                                               complete_calls=complete_calls,
+                                                               break_loops=break_loops),
                         sampling=GREEDY)
         by_id: dict[str, str] = {}
         state = {"turn": 1, "stopped": False}
@@ -481,6 +484,9 @@ def main(argv: list[str] | None = None) -> None:
                         "it adds a task (core.completion)")
     p.add_argument("--no-longest-first", dest="longest_first", action="store_false",
                    help="with --complete-calls: write each call where the model opens it, whatever its estimate")
+    p.add_argument("--break-loops", action="store_true",
+                   help="where the answer would write a piece of text a fourth time in a row, the model's next "
+                        "choice instead (core.engine.starts_loop)")
     p.add_argument("--second-turns", action="store_true",
                    help="measure second requests instead: each episode's session answers one request "
                         "with calls, then a second, whose calls are compared")
@@ -495,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.everyday:
         episodes = [run_everyday(Path(args.model), i, args.copy_bias, args.threads, Mode(args.mode),
-                                 complete_calls=args.complete_calls)
+                                 complete_calls=args.complete_calls, break_loops=args.break_loops)
                     for i in range(len(EVERYDAY))]
         rows = [dict(request=e.request, expected=e.expected, written=e.written, answer=e.answer,
                      right=e.valid and e.exact and not e.values_missing and e.errors_honest and bool(e.answer.strip()))
@@ -513,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.second_turns:
         turns = [run_second_turn(Path(args.model), args.first_seed + i, args.stop_first, args.copy_bias,
                                  args.threads, mode=Mode(args.mode), typed_references=args.typed_references,
-                                 complete_calls=args.complete_calls)
+                                 complete_calls=args.complete_calls, break_loops=args.break_loops)
                  for i in range(args.episodes)]
         exact = sum(t.exact for t in turns)
         summary = {"second_turns": len(turns), "second_turn_exact_calls": round(exact / max(len(turns), 1), 4),
@@ -531,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
                                     copy_text=args.copy_text, n_threads=args.threads,
                                     typed_references=args.typed_references, real=args.real_files,
                                     long=args.long_files, complete_calls=args.complete_calls,
-                                    longest_first=args.longest_first))
+                                    longest_first=args.longest_first, break_loops=args.break_loops))
         if (i + 1) % 25 == 0:
             print(f"{i + 1} episodes, {time.time() - t0:.0f}s: {json.dumps(summarise(episodes))}", flush=True)
     summary = summarise(episodes)

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the model stops writing calls or would repeat one, draft another and write it if "
                         "it asks for something the calls have not; in async mode, write ready calls longest "
                         "estimate first (native dialect; default: on for the embedded model only)")
+    p.add_argument("--break-loops", action=argparse.BooleanOptionalAction, default=None,
+                   help="where the answer would write a word or phrase a fourth time in a row, take the model's "
+                        "next choice instead (default: on for the embedded model only)")
     p.add_argument("--tools", action="append", default=[], metavar="FILE",
                    help="also load the tool functions of this Python file (repeatable)")
     p.add_argument("--allow-shell", action="store_true", default=None,
@@ -85,7 +88,7 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     for name in ("model", "mode", "dialect", "n_ctx", "threads", "max_tokens", "payload_limit",
-                 "copy_bias", "complete_calls", "allow_shell", "root"):
+                 "copy_bias", "complete_calls", "break_loops", "allow_shell", "root"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(settings, name))
     args.tools = list(settings.tools) + list(args.tools)
@@ -96,13 +99,16 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
             raise UsageError(f"No model given and the embedded model is missing ({EMBEDDED_MODEL}): "
                              "pass --model PATH to a GGUF file.")
         args.model = str(EMBEDDED_MODEL)
-    from asynclm import EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL, EMBEDDED_SAMPLING
+    from asynclm import (EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL,
+                         EMBEDDED_SAMPLING)
 
     embedded = args.embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
     if args.copy_bias is None:
         args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
     if args.complete_calls is None:  # a script decides what is written
         args.complete_calls = EMBEDDED_COMPLETE_CALLS and embedded and not args.script
+    if args.break_loops is None:
+        args.break_loops = EMBEDDED_BREAK_LOOPS and embedded and not args.script
     for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
         if getattr(args, name) is None:
             given = name in settings.sampling_given or not embedded or name not in EMBEDDED_SAMPLING
@@ -165,7 +171,7 @@ def build_engine(args: argparse.Namespace, tools, progress=None):
     policy = ScriptedPolicy(_load_script(args.script)) if args.script else None
     config = EngineConfig(mode=Mode(args.mode), payload_limit=args.payload_limit,
                           max_turn_tokens=args.max_tokens, copy_bias=args.copy_bias,
-                          complete_calls=args.complete_calls)
+                          complete_calls=args.complete_calls, break_loops=args.break_loops)
     try:
         return Engine(backend, tools, policy=policy, dialect=args.dialect,
                       config=config, sampling=sampling)

@@ -9,6 +9,7 @@
     allow_shell = false
     copy_bias = 0          # logits; default: 8 for the embedded model, 0 (off) for others
     complete_calls = false # default: on for the embedded model, off for others
+    break_loops = false    # default: on for the embedded model, off for others
 
     [sampling]        # default: greedy for the embedded model, else temperature 0.7, top_k 40, ...
     temperature = 0.7
@@ -57,6 +58,7 @@ class Settings:
     payload_limit: int = 2000
     copy_bias: float | None = None  # None: on for the embedded model only (core/copying.py)
     complete_calls: bool | None = None  # None: on for the embedded model only (core/completion.py)
+    break_loops: bool | None = None  # None: on for the embedded model only (core/engine.py, starts_loop)
     tools: list[str] = field(default_factory=list)
     allow_shell: bool = False
     root: str | None = None
@@ -82,7 +84,8 @@ def _check(name: str, value: Any, expected: Any, where: Path) -> Any:
 _TYPES = {
     "model": (str, type(None)), "mode": str, "dialect": str, "n_ctx": int, "threads": (int, type(None)),
     "max_tokens": int, "payload_limit": int, "copy_bias": (float, type(None)),
-    "complete_calls": (bool, type(None)), "tools": list, "allow_shell": bool, "root": (str, type(None)),
+    "complete_calls": (bool, type(None)), "break_loops": (bool, type(None)), "tools": list,
+    "allow_shell": bool, "root": (str, type(None)),
     "theme": str, "timeline": bool,
 }
 _SAMPLING_TYPES = {"temperature": float, "top_k": int, "top_p": float, "min_p": float,

@@ -1,15 +1,17 @@
 """The decode loop on a real llama.cpp context (tiny random-weights GGUF), driven by scripts."""
 
 import threading
+from collections import deque
 
 import numpy as np
 
 import pytest
 
 from asynclm.core import events as ev
-from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating
-from asynclm.core.cml import Marker
+from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating, starts_loop
+from asynclm.core.cml import Marker, split_atoms
 from asynclm.core.interrupts import Interrupt
+from asynclm.core.policy import ScriptedPolicy
 from conftest import RecordingPolicy, make_test_tools, prose
 
 THREE_WAITS = (
@@ -448,7 +450,7 @@ def test_sampled_output_never_breaks_the_protocol(make_engine, tiny_model):
         if len(log.of(ev.TokenGenerated)) > 600:
             break
     ids = engine.dialect.ids
-    from asynclm.core.cml import Marker
+    from asynclm.core.cml import Marker, split_atoms
     generated = [e.token for e in log.of(ev.TokenGenerated)]
     assert len(generated) > 600
     state = "out"
@@ -482,6 +484,66 @@ def test_a_piece_written_eight_times_in_a_row_is_a_loop():
     assert repeating(str(10 ** 40)) == "" and repeating("=-" * 40) == ""
     assert repeating(str(10 ** 150)) == "" and repeating("-" * 160) == ""
     assert repeating("is " + "/" * 200) == "/"  # one character with no end
+
+
+def test_a_piece_starting_a_fourth_time_in_a_row_starts_a_loop():
+    assert starts_loop("Here: walse walse walse w") == " walse"
+    assert starts_loop("Here: walse walse walse walse") == " walse"
+    assert starts_loop("Here: walse walse walse") == ""  # three times: not yet
+    assert starts_loop("Here: walse walse walse ") == ""  # nor a space after them
+    assert starts_loop("Runninglllllll") == "ll" and starts_loop("Hmmmmm") == ""
+    assert starts_loop("moment.099.099.099.0") == ".099" and starts_loop("= 10000000") == "00"
+    assert starts_loop("| --- | --- | --- | --- |") == "" and starts_loop("=" * 50) == ""  # a rule, a table
+    assert starts_loop("ha ha ha h") == "ha "
+
+
+class YieldingPolicy(ScriptedPolicy):
+    """A script the engine may overrule, as it overrules a model: where the script's next tokens are
+    banned, they are left out, and the first that is not comes instead (the model's next choice)."""
+
+    def __init__(self, turns) -> None:
+        super().__init__(turns)
+        self.overruled = 0
+
+    def choose(self, logits, banned):
+        if self._queue and banned.size and self._queue[0] in banned:
+            self.overruled += 1
+            while self._queue and self._queue[0] in banned:
+                self._queue.popleft()
+        return super().choose(logits, banned)
+
+
+def test_with_break_loops_a_word_is_not_written_a_fourth_time_in_a_row(make_engine):
+    """What comes instead of a fourth copy holds no letter (it ends the word), and the answer ends as
+    the model ends it rather than being cut short as a loop."""
+    policy = YieldingPolicy(["Here: walse walse walse walse. Done."])
+    engine, log = make_engine(policy=policy, config=EngineConfig(break_loops=True))
+    assert engine.ask("go", timeout=60)
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "done" and policy.overruled == 1
+    assert end.text.startswith("Here: walse walse walse") and end.text.count("walse") == 3, end.text
+    assert end.text.endswith(" . Done.") and not log.of(ev.Notice)
+
+
+def test_with_break_loops_the_third_loop_of_an_answer_ends_it(make_engine):
+    policy = YieldingPolicy(["a: walse walse walse walse. b: toro toro toro toro. c: mipa mipa mipa mipa mipa."])
+    engine, log = make_engine(policy=policy, config=EngineConfig(break_loops=True))
+    assert engine.ask("go", timeout=60)
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "repetition" and policy.overruled == 2
+    assert end.text.startswith("a: walse walse walse . b: toro toro toro . c: mipa mipa mipa m"), end.text
+    assert any("repeating itself ('mipa mipa mipa' ...)" in n.message for n in log.of(ev.Notice))
+
+
+def test_with_break_loops_a_result_that_repeats_itself_is_still_quoted(make_engine):
+    script = "[CALL] e [HEAD] echo(text='hi hi hi hi hi') [END][TRAP] [END]It says hi hi hi hi hi."
+    policy = YieldingPolicy([script, "It says hi hi hi hi hi."])
+    engine, log = make_engine(policy=policy, config=EngineConfig(break_loops=True))
+    assert engine.ask("what does it say", timeout=60)
+    assert log.of(ev.TurnEnded)[-1].text.endswith("It says hi hi hi hi hi.") and policy.overruled == 0
+    assert engine.ask("say it without the tool", timeout=60) and policy.overruled == 0, (
+        "the user's words and the result are the session's: a later answer may quote them too")
+    assert engine.ask("and now something new", timeout=60) is not None
 
 
 def test_a_looping_answer_is_ended_with_a_notice_and_the_session_goes_on(make_engine):

@@ -11,7 +11,7 @@ Second requests run the same way, in one session after a first request with call
 the context after an answer (or a stopped one) opens a new turn the way the model was trained on
 (they all failed when an updated tool list followed the user's message). Each passed in three runs.
 
-Two more run as the app runs the model (the copy bias on), with and without the completion check.
+More run as the app runs the model (the copy bias on), with and without the completion check.
 """
 
 from __future__ import annotations
@@ -81,6 +81,50 @@ def test_the_completion_check_writes_the_call_the_model_left_out(seed):
     kept = [d for d in with_check.drafts if d.startswith("+")]
     assert len(kept) == len(with_check.written), "every call is written from its draft"
     assert sum(d.startswith("+s") for d in kept) == LEFT_OUT[seed][1], with_check.drafts
+
+
+def test_the_completion_check_does_not_open_a_call_that_could_not_run():
+    """Asked for five things, the model (as the app has it decode) twice opens a call that writes answer
+    text into a conversion's value (``convert_units(value=3.5714285714285716. 2 cups = ...``): rejected,
+    the turn is not valid CML. With the check, the draft shows the call could not run, no other tool's
+    draft adds a task there, and the model's next choice comes instead of the call."""
+    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.cml import CallSyntaxError, parse_call
+
+    runs = {check: evaluate.run_episode(EMBEDDED_MODEL, 950_000_089, timeout=120, mode=Mode.SYNC,
+                                        copy_bias=EMBEDDED_COPY_BIAS, complete_calls=check)
+            for check in (False, True)}
+    assert any("CallSyntaxError" in r for r in runs[False].rejected), runs[False].rejected
+    assert runs[True].valid and not runs[True].rejected, runs[True].rejected
+    assert runs[True].context_kept, "the broken draft was taken back out of the context"
+
+    def parses(draft: str) -> bool:
+        try:
+            parse_call(draft.split(" ", 1)[1].rsplit(" @", 1)[0])
+        except CallSyntaxError:
+            return False
+        return True
+
+    withheld = [d for d in runs[True].drafts if d.startswith("- ") and not parses(d)]
+    assert withheld and withheld[0].startswith("- convert_units(value=3.57"), runs[True].drafts
+
+
+def test_the_loop_breaker_lets_an_answer_that_looped_end_as_the_model_ends_it():
+    """A request on real-looking names where the model (as the app has it decode) copies a search hit's
+    folder, ``miom/dromaran``, as ``dromaranananan...`` until the engine ends the answer as a loop. With
+    the loop breaker, the fourth ``an`` gives way to punctuation, the model finishes its sentence and
+    its summary, and the turn ends as the model ends it; the calls are the same."""
+    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.engine import starts_loop
+
+    runs = {breaking: evaluate.run_episode(EMBEDDED_MODEL, 950_000_055, timeout=120, mode=Mode.SYNC, real=True,
+                                           copy_bias=EMBEDDED_COPY_BIAS, complete_calls=True, break_loops=breaking)
+            for breaking in (False, True)}
+    assert runs[False].end_reason == "repetition" and "dromaranananan" in runs[False].answer, runs[False].answer
+    assert runs[True].valid and runs[True].written == runs[False].written, (runs[True].end_reason, runs[True].written)
+    answer = runs[True].answer
+    assert not any(starts_loop(answer[:end]) for end in range(len(answer) + 1)), answer
+    assert "Summary:" in answer, answer
 
 
 # Held-out requests where the model, in async mode, opens its first call for a tool with a much shorter

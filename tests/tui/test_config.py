@@ -77,36 +77,40 @@ def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, ti
         load_settings(tmp_path / "bad.toml")
 
 
-def test_the_completion_check_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model):
-    from asynclm import EMBEDDED_COMPLETE_CALLS, EMBEDDED_MODEL
+@pytest.mark.parametrize("name", ["complete_calls", "break_loops"])
+def test_the_decode_time_help_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model, name):
+    """The completion check and the loop breaker: on for the embedded model, off for others and for a
+    script, and set by the file or the command line (which wins)."""
+    import asynclm
+    from asynclm import EMBEDDED_MODEL
     from asynclm.tui.cli import build_engine, apply_settings, build_parser, build_tools
 
-    none = tmp_path / "none.toml"
+    none, flag = tmp_path / "none.toml", "--" + name.replace("_", "-")
 
     def check(*argv: str, config: Path = none) -> bool:
         args = build_parser().parse_args(["--config", str(config), *argv])
         apply_settings(args)
-        return args.complete_calls
+        return getattr(args, name)
 
     if EMBEDDED_MODEL.is_file():
-        assert check() is EMBEDDED_COMPLETE_CALLS is True
-        assert check("--no-complete-calls") is False
+        assert check() is getattr(asynclm, f"EMBEDDED_{name.upper()}") is True
+        assert check(flag.replace("--", "--no-")) is False
         assert check("--script", "Hi.") is False, "a script decides what is written"
-        assert check("--script", "Hi.", "--complete-calls") is True
+        assert check("--script", "Hi.", flag) is True
     assert check("--model", str(tiny_model)) is False
-    assert check("--model", str(tiny_model), "--complete-calls") is True
-    (tmp_path / "set.toml").write_text(f'model = "{tiny_model}"\ncomplete_calls = true\n')
+    assert check("--model", str(tiny_model), flag) is True
+    (tmp_path / "set.toml").write_text(f'model = "{tiny_model}"\n{name} = true\n')
     assert check(config=tmp_path / "set.toml") is True
-    args = build_parser().parse_args(["--config", str(tmp_path / "set.toml"), "--no-complete-calls"])
+    args = build_parser().parse_args(["--config", str(tmp_path / "set.toml"), flag.replace("--", "--no-")])
     apply_settings(args)
     engine = build_engine(args, build_tools(args)[0])
     try:
-        assert engine.config.complete_calls is False, "the command line wins over the file"
+        assert getattr(engine.config, name) is False, "the command line wins over the file"
     finally:
         engine.close()
         engine.backend.close()
-    (tmp_path / "bad.toml").write_text('complete_calls = "yes"')
-    with pytest.raises(ConfigError, match="complete_calls should be bool"):
+    (tmp_path / "bad.toml").write_text(f'{name} = "yes"')
+    with pytest.raises(ConfigError, match=f"{name} should be bool"):
         load_settings(tmp_path / "bad.toml")
 
 
