@@ -52,11 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0: off, inf: only those; default: on for the embedded model only)")
     p.add_argument("--complete-calls", action=argparse.BooleanOptionalAction, default=None,
                    help="where the model stops writing calls or would repeat one, draft another and write it if "
-                        "it asks for something the calls have not; in async mode, write ready calls longest "
-                        "estimate first (native dialect; default: on for the embedded model only)")
+                        "it asks for something the calls have not; do not open a call that could not run; in "
+                        "async mode, write ready calls longest estimate first (native dialect; default: on for "
+                        "the embedded model only)")
     p.add_argument("--break-loops", action=argparse.BooleanOptionalAction, default=None,
                    help="where the answer would write a word or phrase a fourth time in a row, take the model's "
-                        "next choice instead (default: on for the embedded model only)")
+                        "likeliest punctuation instead (default: on for the embedded model only)")
     p.add_argument("--tools", action="append", default=[], metavar="FILE",
                    help="also load the tool functions of this Python file (repeatable)")
     p.add_argument("--allow-shell", action="store_true", default=None,
