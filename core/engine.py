@@ -106,7 +106,7 @@ class Draft:
     logprob: float  # of its tool and arguments, from [HEAD] on, as steered
     named: float = 0.0  # the part of ``logprob`` that the tool's name written for it took (0: not written for it)
     after_head: tuple[np.ndarray, ...] = ()  # the logits (steered) of its first tokens after [HEAD]: its tool's name
-    unfinished: str = ""  # the call as far as it got, where ``DRAFT_TOKENS`` ran out before its end
+    cut_off: bool = False  # ``DRAFT_TOKENS`` ran out inside the call's arguments, before its end
 
     @property
     def tool(self) -> str:
@@ -674,7 +674,7 @@ class Engine:
         repeats = own.call is not None and own.call in self._made
         # a call still open after DRAFT_TOKENS went wrong (answer text written into a value) or is
         # longer than the check is for: the built-in tools' calls take 10-40 tokens
-        broken = opens and (not self._runs(own.call) if own.expr else own.unfinished != "")
+        broken = opens and (not self._runs(own.call) if own.expr else own.cut_off)
         if opens:
             written = own.expr != "" and not repeats and not broken
         else:
@@ -850,16 +850,15 @@ class Engine:
             if not keep or closed is None:
                 backend.truncate(mark)
         expr = closed.expr.strip() if closed is not None else ""
-        unfinished = ""
-        if closed is None and len(tokens) >= DRAFT_TOKENS and monitor.state is BlockState.CALL_BODY:
-            unfinished = monitor.call_body
+        cut_off = (closed is None and len(tokens) >= DRAFT_TOKENS and monitor.state is BlockState.CALL_BODY
+                   and monitor.call_body != "")
         try:
             call = parse_call(expr) if expr else None
         except CallSyntaxError:
             call = None
         adds = (call is not None and closed.call_id.strip() not in self._call_ids
                 and self.tools.get(call.name) is not None and adds_task(call, self._made, self._asked))
-        return Draft(tokens, expr, call, adds, head, logprob, named, tuple(after_head), unfinished)
+        return Draft(tokens, expr, call, adds, head, logprob, named, tuple(after_head), cut_off)
 
     def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
         """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
