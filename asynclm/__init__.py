@@ -12,7 +12,7 @@ EMBEDDED_COPY_BIAS = 8.0
 # Where it stops writing calls or would repeat one, the engine drafts another and writes it if it asks
 # for something the answer's calls have not (core/completion.py): it often leaves a request's last task out.
 EMBEDDED_COMPLETE_CALLS = True
-# Where its answer would write a word a fourth time in a row, its next choice comes instead
+# Where its answer would write a word a fourth time in a row, its likeliest punctuation comes instead
 # (core/engine.py, ``starts_loop``): it sometimes loops on a word of a result until the answer is cut short.
 EMBEDDED_BREAK_LOOPS = True
 # It decodes greedily unless told otherwise: the sampler's defaults (temperature 0.7, a repetition
