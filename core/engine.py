@@ -702,8 +702,21 @@ class Engine:
     def _runs(self, call: CallExpr | None) -> bool:
         """Whether a drafted call would be run rather than rejected (``_handle_call``): it parses, names
         a tool, and takes the results only of calls that ran."""
-        return (call is not None and self.tools.get(call.name) is not None
-                and all(ref in self._call_ids and ref not in self._rejected for ref in call.refs))
+        return call is not None and self._not_run(call) is None
+
+    def _not_run(self, expr: CallExpr, cid: str = "") -> tuple[str, str] | None:
+        """Why a parsed call (id ``cid``) would be rejected rather than run: the error's kind and message,
+        or None. It must name a tool and take the results only of earlier calls that ran."""
+        if self.tools.get(expr.name) is None:
+            names = getattr(self.tools, "names", lambda: [])()
+            known = f"; the tools are: {', '.join(names)}" if names else ""
+            return "UnknownTool", f"there is no tool named {expr.name!r}{known}"
+        for ref in expr.refs:
+            if ref not in self._call_ids or ref == cid:
+                return "UnknownReference", f"{ref} is not the id of an earlier call"
+            if ref in self._rejected:
+                return "DependencyFailed", f"depends on {ref}, which was not run"
+        return None
 
     def _report(self, drafts: list[Draft], own: Draft, chosen: Draft | None, longer: bool = False) -> None:
         """One ``CallDrafted`` event a draft (``longer``: the other drafts are ``_longer_first``'s)."""
@@ -1063,21 +1076,10 @@ class Engine:
             self._reject(cid, raw, "CallSyntaxError", str(exc))
             return None
         self._made.append(expr)
-        if self.tools.get(expr.name) is None:
+        if (why := self._not_run(expr, cid)) is not None:
             self._rejected.add(cid)
-            names = getattr(self.tools, "names", lambda: [])()
-            known = f"; the tools are: {', '.join(names)}" if names else ""
-            self._reject(cid, raw, "UnknownTool", f"there is no tool named {expr.name!r}{known}")
+            self._reject(cid, raw, *why)
             return None
-        for ref in expr.refs:
-            if ref not in self._call_ids or ref == cid:
-                self._rejected.add(cid)
-                self._reject(cid, raw, "UnknownReference", f"{ref} is not the id of an earlier call")
-                return None
-            if ref in self._rejected:
-                self._rejected.add(cid)
-                self._reject(cid, raw, "DependencyFailed", f"depends on {ref}, which was not run")
-                return None
         self._emit(ev.CallDetected(call_id=cid, name=expr.name, expr=expr.render(), refs=expr.refs))
         self._producers[cid] = expr.name
         call = Call(cid, expr)
