@@ -15,7 +15,11 @@ from __future__ import annotations
 import collections
 import ctypes
 import logging
+import hashlib
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +34,7 @@ TOKEN_ATTR_USER_DEFINED = 1 << 4  # LLAMA_TOKEN_ATTR_USER_DEFINED
 
 
 DEFAULT_MAX_CTX = 8192
+PROBE_SECONDS = 180  # a probe load of the largest model that fits memory, with room to spare
 
 
 class ModelError(Exception):
@@ -106,6 +111,83 @@ def check_model_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_amx() -> bool:
+    """The CPU has Intel AMX, where llama.cpp's extra buffer types crash on some quantisations."""
+    return any(flag.startswith("amx") for flag in cpu_flags())
+
+
+def _probe_key(path: Path) -> str:
+    import llama_cpp
+
+    st = path.stat()
+    cpu = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{llama_cpp.__version__}|{cpu}"
+
+
+def _probe_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "asynclm" / "extra-buffers.json"
+
+
+def run_probe(argv: list[str], timeout: float = PROBE_SECONDS) -> bool:
+    """Whether a probe process ran to a clean exit (a segfault or a hang says no)."""
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def extra_buffers_work(path: str | os.PathLike[str]) -> bool:
+    """Whether llama.cpp's extra buffer types (the CPU repack and AMX layouts) evaluate ``path``'s model
+    without crashing on this CPU. They speed up single-token decoding, but on CPUs with AMX the first
+    batch of several tokens of a Q4_K_M model segfaults inside ``llama_decode``: the whole process
+    dies, so the answer comes from a probe process, once per model file, CPU and llama.cpp version."""
+    p = Path(path)
+    key = _probe_key(p)
+    cache = _probe_cache()
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), bool):
+        return known[key]
+    works = run_probe([sys.executable, "-m", "asynclm.core.llama", "--probe", str(p)])
+    known[key] = works
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # probed again next time
+    if not works:
+        log.info("llama.cpp's extra buffer types crash on %s here; loading without them", p)
+    return works
+
+
+def use_extra_buffers(path: str | os.PathLike[str], setting: str = "auto") -> bool:
+    """``setting``: on, off, or auto (on, unless this CPU has AMX and a probe of the model crashes)."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"extra buffer setting {setting!r}: choose auto, on or off")
+    if setting != "auto":
+        return setting == "on"
+    return not has_amx() or extra_buffers_work(path)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     path: str
@@ -148,8 +230,10 @@ class LlamaBackend:
         n_threads: int | None = None,
         n_batch: int = 512,
         progress: "Callable[[float], None] | None" = None,
+        extra_buffers: str = "auto",
     ) -> None:
         p = check_model_file(path)
+        self.extra_buffers = use_extra_buffers(p, extra_buffers)
         import llama_cpp
 
         self._lib = llama_cpp
@@ -159,6 +243,7 @@ class LlamaBackend:
 
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = self.extra_buffers
         if progress is not None:
             @llama_cpp.llama_progress_callback
             def on_progress(fraction: float, user_data: ctypes.c_void_p) -> bool:
@@ -393,3 +478,19 @@ class LlamaBackend:
             self.close()
         except Exception:
             pass
+
+
+def _probe(path: str) -> int:
+    """Load ``path`` with the extra buffer types and evaluate a batch, then a token; exit 0 if it lived."""
+    backend = LlamaBackend(path, n_ctx=256, n_threads=2, extra_buffers="on")
+    tokens = backend.tokenize("The quick brown fox jumps over the lazy dog.", special=False)
+    backend.eval(tokens[:16] or [0, 0])
+    backend.eval([tokens[0] if tokens else 0])
+    if not np.isfinite(backend.logits()).all():
+        return 1
+    backend.close()
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--probe"] and len(sys.argv) == 3:
+    sys.exit(_probe(sys.argv[2]))

@@ -26,13 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asynclm-chat",
         description="A terminal assistant that never blocks on its tools.",
     )
-    p.add_argument("--model", metavar="PATH",
-                   help="a GGUF model file (default: the embedded demonstration model, asynclm-tiny)")
+    p.add_argument("--model", metavar="PATH|NAME",
+                   help="a GGUF model file, a named model (see --models) or hf:OWNER/REPO/FILE.gguf "
+                        "(default: the embedded demonstration model, asynclm-tiny)")
+    p.add_argument("--models", action="store_true", help="list the named models, whether each is here, and their sizes")
+    p.add_argument("--extra-buffers", choices=["auto", "on", "off"], default=None,
+                   help="llama.cpp's extra CPU buffer types (faster decoding; auto: on, unless this CPU has AMX and "
+                        "a probe of the model crashes)")
+    p.add_argument("--turn-timeout", type=float, default=None, metavar="SECONDS",
+                   help="end an answer that takes longer than this, waits included (default 300; 0: no limit)")
     p.add_argument("--mode", choices=["async", "sync", "sync-parallel"], default=None,
                    help="how calls and decoding interleave (default: async)")
-    p.add_argument("--dialect", choices=["auto", "native", "text", "chat"], default=None,
-                   help="how markers and interrupts are written (default: from the model: native, else chat "
-                        "where its chat template has tool messages, else text)")
+    p.add_argument("--dialect", choices=["auto", "native", "text", "chat", "tools"], default=None,
+                   help="how calls and interrupts are written (default: from the model: native, else tools where "
+                        "its chat template has a tool-call format, else chat where it has tool messages, else text)")
     p.add_argument("--n-ctx", type=int, default=None, metavar="N", help="context window in tokens (default: the model's own, up to 8192)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="llama.cpp threads (default: half the cores to decode, all of them for prompts)")
@@ -88,7 +95,8 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
         settings = load_settings(Path(args.config).expanduser() if args.config else None)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    for name in ("model", "mode", "dialect", "n_ctx", "threads", "max_tokens", "payload_limit",
+    for name in ("model", "mode", "dialect", "n_ctx", "threads", "max_tokens", "turn_timeout", "extra_buffers",
+                 "payload_limit",
                  "copy_bias", "complete_calls", "break_loops", "allow_shell", "root"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(settings, name))
@@ -100,6 +108,9 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
             raise UsageError(f"No model given and the embedded model is missing ({EMBEDDED_MODEL}): "
                              "pass --model PATH to a GGUF file.")
         args.model = str(EMBEDDED_MODEL)
+    args.model = str(resolve_model(args.model))
+    if not args.turn_timeout >= 0:
+        raise UsageError(f"--turn-timeout must be 0 (no limit) or more seconds, not {args.turn_timeout}.")
     from asynclm import (EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL,
                          EMBEDDED_SAMPLING)
 
@@ -123,6 +134,29 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
         raise UsageError(f"--threads must be from 1 to {cores}, the cores this process may use "
                          f"(more only make llama.cpp's threads wait for each other), not {args.threads}.")
     return settings
+
+
+def resolve_model(spec: str) -> Path:
+    """The GGUF file ``--model`` names; a named model is assembled into the cache on first use, with a
+    progress bar."""
+    from asynclm.core.catalog import NAMED_MODELS, resolve
+    from asynclm.core.llama import ModelError
+
+    bar = None
+    if spec in NAMED_MODELS:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        bar = Progress(TextColumn(f"preparing {spec}"), BarColumn(), DownloadColumn(), transient=True,
+                       console=Console(stderr=True))
+    try:
+        if bar is None:
+            return resolve(spec)
+        with bar:
+            task = bar.add_task("", total=NAMED_MODELS[spec].size)
+            return resolve(spec, lambda done, total: bar.update(task, completed=done, total=total))
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _load_script(arg: str) -> list[str]:
@@ -166,12 +200,14 @@ def build_engine(args: argparse.Namespace, tools, progress=None):
     except ValueError as exc:
         raise UsageError(f"Bad sampling setting: {exc}.") from None
     try:
-        backend = LlamaBackend(args.model, n_ctx=args.n_ctx, n_threads=args.threads, progress=progress)
+        backend = LlamaBackend(args.model, n_ctx=args.n_ctx, n_threads=args.threads, progress=progress,
+                               extra_buffers=args.extra_buffers)
     except ModelError as exc:
         raise UsageError(str(exc)) from None
     policy = ScriptedPolicy(_load_script(args.script)) if args.script else None
     config = EngineConfig(mode=Mode(args.mode), payload_limit=args.payload_limit,
-                          max_turn_tokens=args.max_tokens, copy_bias=args.copy_bias,
+                          max_turn_tokens=args.max_tokens, turn_seconds=args.turn_timeout,
+                          copy_bias=args.copy_bias,
                           complete_calls=args.complete_calls, break_loops=args.break_loops)
     try:
         return Engine(backend, tools, policy=policy, dialect=args.dialect,
@@ -356,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         demo = None
+        if args.models:
+            from asynclm.core.catalog import describe_all
+
+            print(describe_all())
+            return 0
         if args.demo == "":
             from .demo import list_demos
 

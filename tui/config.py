@@ -55,6 +55,8 @@ class Settings:
     n_ctx: int = 0  # 0: the model's trained context, up to 8192 tokens
     threads: int | None = None
     max_tokens: int = 4096
+    turn_timeout: float = 300.0  # seconds a turn may take, waits included (0: no limit)
+    extra_buffers: str = "auto"  # llama.cpp's extra buffer types: auto | on | off (core/llama.py)
     payload_limit: int = 2000
     copy_bias: float | None = None  # None: on for the embedded model only (core/copying.py)
     complete_calls: bool | None = None  # None: on for the embedded model only (core/completion.py)
@@ -83,7 +85,7 @@ def _check(name: str, value: Any, expected: Any, where: Path) -> Any:
 
 _TYPES = {
     "model": (str, type(None)), "mode": str, "dialect": str, "n_ctx": int, "threads": (int, type(None)),
-    "max_tokens": int, "payload_limit": int, "copy_bias": (float, type(None)),
+    "max_tokens": int, "turn_timeout": float, "extra_buffers": str, "payload_limit": int, "copy_bias": (float, type(None)),
     "complete_calls": (bool, type(None)), "break_loops": (bool, type(None)), "tools": list,
     "allow_shell": bool, "root": (str, type(None)),
     "theme": str, "timeline": bool,
@@ -129,6 +131,10 @@ def load_settings(path: Path | None = None) -> Settings:
             setattr(settings, key, _check(key, value, _TYPES[key], path))
     if settings.copy_bias is not None and not settings.copy_bias >= 0:
         raise ConfigError(f"{path}: copy_bias should be 0 (off) or more, not {settings.copy_bias!r}.")
+    if settings.extra_buffers not in ("auto", "on", "off"):
+        raise ConfigError(f"{path}: extra_buffers should be auto, on or off, not {settings.extra_buffers!r}.")
+    if not settings.turn_timeout >= 0:
+        raise ConfigError(f"{path}: turn_timeout should be 0 (no limit) or more seconds, not {settings.turn_timeout!r}.")
     if settings.mode not in MODES:
         raise ConfigError(f"{path}: mode should be one of {', '.join(MODES)}, not {settings.mode!r}.")
     return settings
