@@ -15,13 +15,11 @@ the template does with earlier messages.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from .cml import neutralise
 
 SENTINEL = "\ue000asynclm-sentinel\ue001"
 
@@ -79,6 +77,7 @@ class TemplateInfo:
     name: str  # "model" (the GGUF's own) or a DEFAULT_TEMPLATES key
     system: bool  # renders a system message
     tool: bool  # renders tool messages
+    tools: bool  # renders the tool definitions it is given (``tools``): the model has a tool-call format
 
 
 class ChatTemplate:
@@ -88,12 +87,14 @@ class ChatTemplate:
         except Exception as exc:  # a template jinja cannot parse
             raise TemplateError(f"the chat template does not parse: {exc}") from exc
         self.source = source
-        self.info = TemplateInfo(name=name, system=self._keeps("system"), tool=self._keeps("tool"))
+        self.info = TemplateInfo(name=name, system=self._keeps("system"), tool=self._keeps("tool"),
+                                 tools=self._lists_tools())
 
-    def render(self, messages: list[dict[str, Any]], generation: bool = True) -> str:
+    def render(self, messages: list[dict[str, Any]], generation: bool = True,
+               tools: list[dict[str, Any]] | None = None) -> str:
         self._formatter.add_generation_prompt = generation
         try:
-            return self._formatter(messages=messages).prompt
+            return self._formatter(messages=messages, tools=tools or None).prompt
         except Exception as exc:
             raise TemplateError(f"the chat template failed: {exc}") from exc
 
@@ -108,13 +109,23 @@ class ChatTemplate:
         except TemplateError:
             return False
 
+    def _lists_tools(self) -> bool:
+        name = "asynclm_probe_tool"
+        tool = {"type": "function", "function": {"name": name, "description": "probe",
+                                                 "parameters": {"type": "object", "properties": {}}}}
+        try:
+            return name in self.render([{"role": "user", "content": "hi"}], tools=[tool])
+        except TemplateError:
+            return False
+
     # --- what the engine evaluates --------------------------------------------------------------
 
-    def opening(self, system: str, user: str) -> str:
+    def opening(self, system: str, user: str, tools: list[dict[str, Any]] | None = None) -> str:
         """The whole prompt of a session's first turn, ending where the assistant begins."""
         if self.info.system:
-            return self.render([{"role": "system", "content": system}, {"role": "user", "content": user}])
-        return self.render([{"role": "user", "content": f"{system}\n\n{user}"}])
+            return self.render([{"role": "system", "content": system}, {"role": "user", "content": user}],
+                               tools=tools)
+        return self.render([{"role": "user", "content": f"{system}\n\n{user}"}], tools=tools)
 
     def after_assistant(self, messages: list[dict[str, Any]]) -> str:
         """What follows the assistant's words when ``messages`` come next and the assistant goes on."""
@@ -139,75 +150,17 @@ def system_prompt(tools_text: str) -> str:
     return f"{PROTOCOL}\n\n{tools_text}"
 
 
-class ToolCallSyntax:
-    """Turns calls written in a model family's own syntax into CML calls, in a text stream.
-
-    ``<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>`` (Qwen, Hermes and their
-    fine-tunes) becomes ``[CALL] t1 [HEAD] f(x=1) [END]`` with a fresh id; text that cannot be read
-    as such a call becomes a CML call the parser rejects, so the model hears why.
-    """
-
-    OPEN, CLOSE = "<tool_call>", "</tool_call>"
-
-    def __init__(self, taken=lambda call_id: False) -> None:
-        self._taken = taken
-        self._held = ""
-        self._next = 1
-
-    @property
-    def holding(self) -> bool:
-        return bool(self._held)
-
-    def feed(self, text: str) -> str:
-        text = self._held + text
-        self._held = ""
-        out: list[str] = []
-        while text:
-            start = text.find(self.OPEN)
-            if start < 0:
-                keep = _partial_suffix(text, self.OPEN)
-                out.append(text[:len(text) - keep])
-                self._held = text[len(text) - keep:]
-                break
-            out.append(text[:start])
-            end = text.find(self.CLOSE, start)
-            if end < 0:
-                self._held = text[start:]
-                break
-            out.append(self._convert(text[start + len(self.OPEN):end]))
-            text = text[end + len(self.CLOSE):]
-        return "".join(out)
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
-
-    def _fresh_id(self) -> str:
-        while True:
-            call_id = f"t{self._next}"
-            self._next += 1
-            if not self._taken(call_id):
-                return call_id
-
-    def _convert(self, body: str) -> str:
-        call_id = self._fresh_id()
-        try:
-            data = json.loads(body)
-            name = data["name"]
-            args = data.get("arguments", data.get("parameters", {}))
-            if isinstance(args, str):
-                args = json.loads(args)
-            if not isinstance(name, str) or not isinstance(args, dict):
-                raise TypeError
-            expr = f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
-        except (ValueError, KeyError, TypeError):
-            expr = neutralise(body.strip()) or "?"
-        return f"[CALL] {call_id} [HEAD] {expr} [END]"
+TOOLS_PROMPT = """\
+You are a helpful assistant with tools. A tool call runs in the background while you go on, and its \
+result comes back to you as soon as it is ready.
+- Call every tool the request needs right away, all at once, the slowest first (estimated times: \
+{estimates}).
+- Use the values the user gave. Do not call a tool for something the user did not ask.
+- When the results are in, answer briefly with every result. If a call failed, say so."""
 
 
-def _partial_suffix(text: str, tag: str) -> int:
-    """How many trailing characters of ``text`` could be the start of ``tag``."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
-    return 0
+def tools_prompt(estimates: dict[str, str]) -> str:
+    """The system message of the tool-call dialect: the asynchronous rules; the tools themselves are
+    the template's to list."""
+    shown = ", ".join(f"{name} {time}" for name, time in estimates.items()) or "none"
+    return TOOLS_PROMPT.format(estimates=shown)

@@ -386,3 +386,13 @@ class BlockParser:
         raw = "".join(self._id) + "".join(self._body)
         self.reset()
         return raw
+
+
+_ENTRY_END = re.compile(r"(?:(?<=\dms)|(?<=\ds)) \| (?=\w+\()")  # " | " after an estimate, before a tool
+
+
+def tool_estimates(tools_text: str) -> dict[str, str]:
+    """Each tool's shown estimate in a tool list (``tools: f(x: int) ~300ms | g() ~5ms``), in order."""
+    body = tools_text.split(": ", 1)[1] if tools_text.startswith("tools: ") else ""
+    entries = [e for e in _ENTRY_END.split(body) if "(" in e]
+    return {e.split("(", 1)[0]: e.rsplit(" ", 1)[-1] for e in entries}

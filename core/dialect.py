@@ -12,25 +12,32 @@
   where the template renders tool messages. Calls may also be written in the family's own syntax
   (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``); they become CML calls with fresh ids.
 
-In both, injected text (user messages, tool results) has CML markers and the template's special
-strings neutralised, so it can forge neither a call nor a turn. ``auto`` picks native when all five
-markers are control tokens, else chat where the template has tool messages, else text.
+- ``tools``: the template's own tool-call format (``ToolsDialect``): no CML in the prompt; calls in the
+  family's JSON syntax, results as tool messages that name their call. Offered where the template
+  lists tools and renders tool messages.
+
+In all but native, injected text (user messages, tool results) has CML markers, the family call
+syntax and the template's special strings neutralised, so it can forge neither a call nor a turn.
+``auto`` picks native when all five markers are control tokens, else tools where the template has a
+tool-call format, else chat where it has tool messages, else text.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Iterable
 
 import numpy as np
 
-from .chat import (DEFAULT_TEMPLATES, ChatTemplate, TemplateError, ToolCallSyntax, default_template_name,
-                   system_prompt)
-from .cml import MARKERS, Atom, BlockState, Marker, format_interrupt, interrupt_atoms, neutralise
+from .chat import (DEFAULT_TEMPLATES, ChatTemplate, TemplateError, default_template_name, system_prompt,
+                   tools_prompt)
+from .cml import MARKERS, Atom, BlockState, Marker, format_interrupt, interrupt_atoms, neutralise, tool_estimates
 from .interrupts import Interrupt
 from .llama import LlamaBackend
 from .monitor import Monitor
+from .toolcalls import ToolCallSyntax, neutralise_call_tags
 
-DIALECTS = ("native", "text", "chat")
+DIALECTS = ("native", "text", "chat", "tools")
 
 
 class DialectError(ValueError):
@@ -109,13 +116,22 @@ class Dialect:
     def describe(self) -> str:
         return self.name
 
+    def set_tools(self, schemas: list[dict]) -> None:
+        """The tools' JSON schemas, for a dialect that gives them to the template."""
+
+    def note_call(self, call_id: str, expr: str) -> None:
+        """A call started (a dialect may name it when its result enters)."""
+
     def notice(self) -> str | None:
         """What the user should be told about this dialect, once a session."""
         return None
 
     # --- what the model writes ----------------------------------------------------------------
 
-    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False) -> Monitor:
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False,
+                    quoted=lambda body: False) -> Monitor:
+        """``taken(call_id)``: the id is used; ``quoted(body)``: a family-syntax call's body is a
+        quotation of injected text, not a call."""
         raise NotImplementedError
 
 
@@ -156,7 +172,8 @@ class NativeDialect(Dialect):
     def marker_tokens(self, marker: Marker) -> list[int]:
         return [self.ids[marker]]
 
-    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False) -> Monitor:
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False,
+                    quoted=lambda body: False) -> Monitor:
         return Monitor(self.backend.piece, marker_ids=self._by_id, banned=self._banned,
                        silent_ids=self._silent, max_block_tokens=max_block_tokens)
 
@@ -224,8 +241,9 @@ class TemplateDialect(Dialect):
         return self._markers[marker]
 
     def prepare_injected(self, text: str) -> str:
-        """Neutralise CML markers and the spellings of the vocabulary's special tokens."""
-        text = neutralise(text)
+        """Neutralise CML markers, the family call syntax and the spellings of the vocabulary's special
+        tokens."""
+        text = neutralise_call_tags(neutralise(text))
         for _ in range(4):
             specials = {self.backend.piece(t).decode("utf-8", errors="ignore")
                         for t in self.backend.tokenize(text, special=True) if self.backend.is_special(t)}
@@ -282,10 +300,64 @@ class TemplateDialect(Dialect):
 
     # --- what the model writes ----------------------------------------------------------------
 
-    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False) -> Monitor:
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False,
+                    quoted=lambda body: False) -> Monitor:
         return Monitor(self.backend.piece, marker_ids=None, banned=self._banned,
                        silent_ids=self._silent, max_block_tokens=max_block_tokens,
-                       tail_banned=self.banned, translate=ToolCallSyntax(taken))
+                       tail_banned=self.banned, translate=ToolCallSyntax(taken, quoted))
+
+
+class ToolsDialect(TemplateDialect):
+    """The template's own tool-call format: the tools are given to the template (its ``tools``), the
+    system message says only how calls run; calls are read in the family's JSON syntax, tagged, bare or
+    fenced (``core.toolcalls``), and each result enters as the template's tool message, naming its call.
+    There is no trap: an answer that ends while calls run waits for them (end of sequence acts as one)."""
+
+    def __init__(self, backend: LlamaBackend, template: ChatTemplate | None = None) -> None:
+        super().__init__(backend, messages=True, template=template)
+        if not self.template.info.tools:
+            raise DialectError(f"the {self.template.info.name} chat template has no tool-call format, "
+                               "so it cannot use the tools dialect; use the chat or text dialect")
+        self.name = "tools"
+        self._tools: list[dict] = []
+        self._calls: dict[str, str] = {}
+
+    def set_tools(self, schemas: list[dict]) -> None:
+        # Without the ``required`` list: Qwen2.5-Coder-0.5B wrote it into its calls' arguments (3 of 4
+        # requests); a parameter's default, in its schema, still says it may be left out.
+        self._tools = [{"type": "function", "function": {**schema, "parameters": {
+            k: v for k, v in schema["parameters"].items() if k != "required"}}} for schema in schemas]
+
+    def note_call(self, call_id: str, expr: str) -> None:
+        self._calls[call_id] = expr
+
+    def _message(self, item: Interrupt) -> dict[str, str]:
+        payload = self.prepare_injected(item.payload)
+        if item.source == "user":
+            return {"role": "user", "content": payload}
+        if item.source == "system":
+            return {"role": "tool", "content": json.dumps({"note": payload}, ensure_ascii=False)}
+        name = self._calls.get(item.source, item.source).split("(", 1)[0]
+        return {"role": "tool", "content": json.dumps({"name": self.prepare_injected(name), "content": payload},
+                                                      ensure_ascii=False)}
+
+    def _opening(self, items: list[Interrupt]) -> str:
+        first = self.backend.n_past == 0
+        system = [i for i in items if i.source == "system"] if first else []
+        rest = [i for i in items if i not in system]
+        user = "\n".join(self.prepare_injected(i.payload) for i in rest if i.source == "user")
+        messages = [self._message(i) for i in rest if i.source != "user"]
+        if first:  # anything but the user's words (rare: notes) goes ahead of them in the user message
+            user = "\n".join([*(m["content"] for m in messages), user]) if messages else user
+            estimates = tool_estimates("\n".join(i.payload for i in system))
+            return self.template.opening(tools_prompt(estimates), user, tools=self._tools)
+        return self.template.after_assistant([*messages, {"role": "user", "content": user}])
+
+    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False,
+                    quoted=lambda body: False) -> Monitor:
+        return Monitor(self.backend.piece, marker_ids=None, banned=self._banned,
+                       silent_ids=self._silent, max_block_tokens=max_block_tokens,
+                       tail_banned=self.banned, translate=ToolCallSyntax(taken, quoted, bare=True))
 
 
 def template_for(backend: LlamaBackend) -> ChatTemplate:
@@ -309,9 +381,13 @@ def select_dialect(backend: LlamaBackend, name: str | None = None) -> Dialect:
             return NativeDialect(backend)
         except DialectError:
             template = template_for(backend)
+            if template.info.tools and template.info.tool:
+                return ToolsDialect(backend, template=template)
             return TemplateDialect(backend, messages=template.info.tool, template=template)
     if name == "native":
         return NativeDialect(backend)
     if name in ("text", "chat"):
         return TemplateDialect(backend, messages=name == "chat")
+    if name == "tools":
+        return ToolsDialect(backend)
     raise DialectError(f"unknown dialect {name!r}; choose one of: auto, {', '.join(DIALECTS)}")

@@ -41,6 +41,8 @@ from .interrupts import Interrupt, InterruptQueue
 from .llama import ContextFull, LlamaBackend
 from .monitor import Monitor
 from .policy import Policy, SampledPolicy
+from .quotation import Quotations
+from .cml import tool_estimates
 from .references import ReferenceGuide, reference_target
 from .sampling import Sampler, SamplingSettings
 
@@ -77,13 +79,15 @@ class EngineConfig:
     complete_calls: bool = False  # write the calls the model leaves out or would repeat (core.completion)
     longest_first: bool = True  # with complete_calls, in async mode: a call with a longer estimate first
     break_loops: bool = False  # the answer's text may not start a piece a fourth time in a row (``starts_loop``)
+    turn_seconds: float = 300.0  # wall time a turn may take, waits included (0: no limit)
+    idle_traps: int = 3  # traps with nothing pending that decoding goes on past; the next one ends the turn
+    refused_calls: int = 5  # calls in a row that could not run (no text or started call between) end the turn
 
 
 STOPPED_NOTE = "the user stopped the answer"
-NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
 REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
 # answers the engine or the user ended before the model did; the context closes them as finished ones
-CUT_SHORT = ("stopped", "repetition", "length")
+CUT_SHORT = ("stopped", "repetition", "length", "timeout", "idle_trap", "refused_calls")
 SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
@@ -160,7 +164,6 @@ def starts_loop(text: str, copies: int = LOOP_COPIES) -> str:
     return ""
 
 
-_ENTRY_END = re.compile(r"(?:(?<=\dms)|(?<=\ds)) \| (?=\w+\()")  # " | " after an estimate, before a tool
 
 
 def estimates_note(moved: dict[str, str]) -> str:
@@ -181,13 +184,6 @@ def estimate_seconds(shown: str) -> float:
     if match is None:
         return 0.0
     return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
-
-
-def tool_estimates(tools_text: str) -> dict[str, str]:
-    """Each tool's shown estimate in a tool list (``tools: f(x: int) ~300ms | g() ~5ms``), in order."""
-    body = tools_text.split(": ", 1)[1] if tools_text.startswith("tools: ") else ""
-    entries = [e for e in _ENTRY_END.split(body) if "(" in e]
-    return {e.split("(", 1)[0]: e.rsplit(" ", 1)[-1] for e in entries}
 
 
 class Engine:
@@ -240,6 +236,7 @@ class Engine:
         self._outstanding: set[str] = set()
         self._collected: list[Call] = []
         self._heard: list[str] = []  # the user's messages and the results, as they entered (``_break_loop``)
+        self._quotes = Quotations()  # the same, for telling a call quoted from them (``core.quotation``)
         self._prefix: list[int] = []
         self._monitor: Monitor | None = None
         self._restore: tuple[list[int], str] | None = None
@@ -247,6 +244,9 @@ class Engine:
         # Per answer, for the completion check: the user's messages and the calls written.
         self._asked: list[tuple[str, int]] = []  # each message, and how many calls came before it
         self._made: list[CallExpr] = []
+        self._ran: dict[str, str] = {}  # this answer's calls that started: the call as rendered -> its id
+        self._renaming = False  # a used id was refused once: from now on such a call runs under a fresh id
+        self._refused_in_row = 0  # calls refused since the answer's last text or started call
 
     # --- events -------------------------------------------------------------------------------
 
@@ -305,6 +305,7 @@ class Engine:
                 self._failed.add(e.source)
             elif isinstance(e, ev.InterruptQueued) and e.kind != "system":
                 self._heard.append(e.payload)
+                self._quotes.add(e.payload)
                 if self.copy_bias is not None:
                     self.copy_bias.learn(e.payload)
             elif isinstance(e, ev.TurnStarted):
@@ -331,8 +332,11 @@ class Engine:
         self._outstanding.clear()
         self._collected.clear()
         self._heard.clear()
+        self._quotes.clear()
+        self._renaming = False
         self._prefix = self.dialect.session_start()
         tools_text = self._tools_text = self.tools.describe()
+        self.dialect.set_tools(self.tools.json_schema())
         self._emit(ev.SessionStarted(model=self.backend.info.name, dialect=self.dialect.name,
                                      mode=self.mode.value, n_ctx=self.backend.n_ctx, tools=tools_text))
         self._queue(Interrupt("system", tools_text, "system"))
@@ -471,13 +475,16 @@ class Engine:
         self._emit(ev.TurnStarted(turn=self.turn, text=first_user))
         self._refresh_tool_list()
         monitor = self._monitor = self.dialect.new_monitor(self.config.max_block_tokens,
-                                                               taken=self._call_ids.__contains__)
+                                                               taken=self._call_ids.__contains__,
+                                                               quoted=self._quotes.quotes)
         backend, policy = self.backend, self.policy
         answer: list[str] = []
         recent, injected = "", 0  # the end of the model's text since the last interrupt
         generated = 0
         self._injected = 0
-        self._asked, self._made, self._loops_broken = [], [], 0
+        self._asked, self._made, self._loops_broken, self._ran = [], [], 0, {}
+        idle_traps, self._refused_in_row = 0, 0
+        deadline = time.monotonic() + self.config.turn_seconds if self.config.turn_seconds > 0 else None
         after_call, drafts, forced, in_kv = False, 0, deque(), 0  # the completion check (``_complete``)
         decode_seconds = 0.0
         reason = "done"
@@ -495,6 +502,11 @@ class Engine:
                     reason = "length"
                     self._emit(ev.Notice(level="warning", message=(
                         f"The answer reached {generated} tokens and was ended there.")))
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    reason = "timeout"
+                    self._emit(ev.Notice(level="warning", message=(
+                        f"The answer took longer than {self.config.turn_seconds:g}s and was ended there.")))
                     break
                 if injected != self._injected:  # neither a word nor a loop runs on across an interrupt
                     injected, recent = self._injected, ""
@@ -520,7 +532,7 @@ class Engine:
                 if backend.is_eog(token):
                     if self._pending():
                         decode_seconds += time.perf_counter() - t0
-                        self._trap("end-of-sequence")
+                        self._trap("end-of-sequence", deadline)
                         continue
                     self._prefix = self.dialect.after_answer(token)
                     break
@@ -549,11 +561,27 @@ class Engine:
                 if text:
                     answer.append(text)
                     recent = (recent + text)[-RECENT_CHARS:]
+                    if text.strip():
+                        self._refused_in_row = 0
+                if self._refused_in_row >= self.config.refused_calls > 0:
+                    reason = "refused_calls"
+                    self._emit(ev.Notice(level="warning", message=(
+                        f"The model wrote {self._refused_in_row} calls in a row that could not run; "
+                        "the answer was ended there.")))
+                    break
                 self._emit(ev.TokenGenerated(token=token, text=text, in_block=monitor.in_block, seconds=took))
                 if sync_ids:
-                    self._wait_for(sync_ids, "sync")
-                if trap:
-                    self._trap("trap")
+                    self._wait_for(sync_ids, "sync", deadline)
+                if trap and not self._pending():  # it would wait for nothing: go on, or end the turn
+                    idle_traps += 1
+                    if idle_traps > self.config.idle_traps:
+                        reason = "idle_trap"
+                        self._emit(ev.Notice(level="warning", message=(
+                            f"The model waited {idle_traps} times with no call running and no message "
+                            "coming; the answer was ended there.")))
+                        break
+                elif trap:
+                    self._trap("trap", deadline)
                 elif text and monitor.safe and (unit := stuck or repeating(recent)):
                     if not self._pending():
                         reason = "repetition"
@@ -561,7 +589,7 @@ class Engine:
                             f"The model was repeating itself ({((unit * 3).strip() or unit * 3)!r} ...); "
                             "the answer was ended there.")))
                         break
-                    self._trap("repetition")  # what it waits for may break the loop
+                    self._trap("repetition", deadline)  # what it waits for may break the loop
         except ContextFull as exc:
             reason = "context_full"
             self._context_full(exc)
@@ -793,6 +821,15 @@ class Engine:
             backend.truncate(mark)
         return drafts
 
+    def _fresh_id(self, used: str) -> str:
+        """An id like ``used`` that the session has not used: the next number after its stem's highest."""
+        stem = used.rstrip("0123456789") or "c"
+        numbers = [int(i[len(stem):]) for i in self._call_ids if i.startswith(stem) and i[len(stem):].isdigit()]
+        n = max(numbers, default=0) + 1
+        while f"{stem}{n}" in self._call_ids:
+            n += 1
+        return f"{stem}{n}"
+
     def _name_opening(self, name: str) -> list[int]:
         """The tokens a draft of ``name``'s call writes after the call's ``[HEAD]`` (`` name(``), tokenized
         once a session."""
@@ -960,12 +997,15 @@ class Engine:
         except ContextFull:
             self.queue.put_front(items)
             raise
+        if self._monitor is not None:
+            self._monitor.reopened()
         now = time.monotonic()
         sources = tuple(i.source for i in items)
         self._asked.extend((i.payload, len(self._made)) for i in items if i.source == "user")
         for item in items:
             if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
                 self._heard.append(item.payload)
+                self._quotes.add(item.payload)
                 if self.copy_bias is not None:
                     self.copy_bias.learn(item.payload)
         self._outstanding.difference_update(sources)
@@ -977,29 +1017,30 @@ class Engine:
         if notify:
             self.policy.injected(items)
 
-    def _wait(self, reason: str, ready: Callable[[list[Interrupt]], bool]) -> None:
+    def _wait(self, reason: str, ready: Callable[[list[Interrupt]], bool], deadline: float | None = None) -> None:
+        """Wait until ``ready`` holds, the answer is stopped, or the turn's ``deadline`` passes."""
         started = time.monotonic()
         self._emit(ev.TrapEntered(reason=reason, waiting_on=tuple(sorted(self._outstanding))))
-        arrived = self.queue.wait(ready, self._stop.is_set)
+        timeout = None if deadline is None else max(0.0, deadline - started)
+        arrived = self.queue.wait(ready, self._stop.is_set, timeout)
         self._emit(ev.TrapLeft(waited=time.monotonic() - started))
         if arrived:
             self._inject()
 
-    def _wait_for(self, call_ids: list[str], reason: str) -> None:
+    def _wait_for(self, call_ids: list[str], reason: str, deadline: float | None = None) -> None:
         wanted = set(call_ids)
-        self._wait(reason, lambda items: wanted <= {i.source for i in items})
+        self._wait(reason, lambda items: wanted <= {i.source for i in items}, deadline)
 
-    def _trap(self, reason: str) -> None:
+    def _trap(self, reason: str, deadline: float | None = None) -> None:
+        """Wait for what is pending (called only while something is)."""
         if self._collected:
             batch, self._collected = self._collected, []
             for call in batch:
                 self.executor.submit(call)
                 self._outstanding.add(call.call_id)
-            self._wait_for([c.call_id for c in batch], "sync-parallel")
+            self._wait_for([c.call_id for c in batch], "sync-parallel", deadline)
             return
-        if not self._outstanding and not len(self.queue):
-            self._queue(Interrupt("system", NOTHING_PENDING_NOTE, "system"))
-        self._wait(reason, lambda items: bool(items))
+        self._wait(reason, lambda items: bool(items), deadline)
 
     def _abort(self, monitor: Monitor, reason: str) -> None:
         """Leave the context consistent after an answer ended early."""
@@ -1041,6 +1082,7 @@ class Engine:
     # --- calls --------------------------------------------------------------------------------
 
     def _reject(self, call_id: str, raw: str, kind: str, message: str) -> None:
+        self._refused_in_row += 1
         source = call_id if is_call_id(call_id) else "system"
         self._emit(ev.CallRejected(call_id=call_id, raw=raw, reason=error_payload(kind, message)))
         if source == "system":
@@ -1057,15 +1099,26 @@ class Engine:
     def _handle_call(self, item: CallClosed) -> str | None:
         """Validate a finished call block and start it (or collect it); returns its id if started."""
         cid, raw = item.call_id, item.raw
+        self.dialect.note_call(cid, item.expr.strip())
         if not cid:
             self._reject(cid, raw, "MissingCallId", "every call needs an id before [HEAD]")
             return None
         if not is_call_id(cid):
             self._reject(cid, raw, "BadCallId", f"{cid!r} is not a Python identifier")
             return None
-        if cid in self._call_ids:
-            self._reject(cid, raw, "DuplicateCallId", f"the id {cid} is already used in this session")
+        if self._quotes.quotes(raw):
+            self._reject(cid, raw, "QuotedCall", "this call is a copy of text from a tool result or a message, "
+                                                 "and such text is never run")
             return None
+        if cid in self._call_ids:
+            fresh = self._fresh_id(cid)
+            if not self._renaming:
+                self._renaming = True
+                self._reject(cid, raw, "DuplicateCallId",
+                             f"the id {cid} is already used in this session; give each call a new id, such as {fresh}")
+                return None
+            self._emit(ev.Notice(level="info", message=f"The model used the id {cid} again; the call runs as {fresh}."))
+            cid = fresh
         self._call_ids.add(cid)
         if self.copy_bias is not None:  # a later call may name this one as a dataflow reference
             self.copy_bias.learn_id(cid)
@@ -1080,7 +1133,16 @@ class Engine:
             self._rejected.add(cid)
             self._reject(cid, raw, *why)
             return None
-        self._emit(ev.CallDetected(call_id=cid, name=expr.name, expr=expr.render(), refs=expr.refs))
+        rendered = expr.render()
+        if rendered in self._ran:
+            self._rejected.add(cid)
+            self._reject(cid, raw, "RepeatedCall",
+                         f"the same call as {self._ran[rendered]} of this answer, whose result comes as {self._ran[rendered]}")
+            return None
+        self._ran[rendered] = cid
+        self._refused_in_row = 0
+        self._emit(ev.CallDetected(call_id=cid, name=expr.name, expr=rendered, refs=expr.refs))
+        self.dialect.note_call(cid, rendered)
         self._producers[cid] = expr.name
         call = Call(cid, expr)
         if self.mode is Mode.SYNC_PARALLEL:

@@ -40,6 +40,9 @@ class Toolbox(Protocol):
     def describe(self) -> str:
         """The session's tool list as the model reads it."""
 
+    def json_schema(self) -> list[dict[str, Any]]:
+        """Each tool's name, description and parameters as a JSON schema (for a template's ``tools``)."""
+
 
 @dataclass(frozen=True)
 class Call:

@@ -29,7 +29,7 @@ class Monitor:
         silent_ids: frozenset[int] = frozenset(),
         max_block_tokens: int = 1024,
         tail_banned=None,  # callable (state, last text) -> banned ids, replacing ``banned``
-        translate=None,  # a text filter with feed(str) -> str and flush() -> str (ToolCallSyntax)
+        translate=None,  # a text filter with feed(str) -> str, flush() -> str and reopen() (ToolCallSyntax)
     ) -> None:
         self._piece = pieces
         self._marker_ids = marker_ids or {}
@@ -116,6 +116,11 @@ class Monitor:
         if self._scanner is not None:
             atoms.extend(self._scanner.flush())
         return [item for atom in atoms if (item := self._parser.feed(atom)) is not None]
+
+    def reopened(self) -> None:
+        """Interrupts entered: in a dialect that closes the model's message for them, it starts anew."""
+        if self._translate is not None:
+            self._translate.reopen()
 
     def abandon(self) -> str:
         """Forget an unfinished block (the answer was stopped inside it)."""

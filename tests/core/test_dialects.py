@@ -28,28 +28,29 @@ if VOCAB is None:
     pytest.skip("shared/vocab (real tokenizers) is not next to this checkout; set ASYNCLM_VOCAB_DIR",
                 allow_module_level=True)
 
-# family -> (vocabulary file, the template the model is prompted with, dialect auto picks)
+# family -> (vocabulary file, the template the model is prompted with, dialect auto picks, its CML dialect)
 FAMILIES = {
-    "qwen2": ("ggml-vocab-qwen2.gguf", "model", "chat"),
-    "llama3": ("ggml-vocab-llama-bpe.gguf", "llama3", "chat"),
-    "phi3": ("ggml-vocab-phi-3.gguf", "model", "text"),
-    "gemma4": ("ggml-vocab-gemma-4.gguf", "model", "chat"),
-    "llama2": ("ggml-vocab-llama-spm.gguf", "plain", "chat"),
+    "qwen2": ("ggml-vocab-qwen2.gguf", "model", "chat", "chat"),
+    "llama3": ("ggml-vocab-llama-bpe.gguf", "llama3", "chat", "chat"),
+    "phi3": ("ggml-vocab-phi-3.gguf", "model", "text", "text"),
+    "gemma4": ("ggml-vocab-gemma-4.gguf", "model", "tools", "chat"),
+    "llama2": ("ggml-vocab-llama-spm.gguf", "plain", "chat", "chat"),
 }
-CHAT_FAMILIES = [f for f, (_, _, d) in FAMILIES.items() if d == "chat"]
+CHAT_FAMILIES = [f for f, (*_, d) in FAMILIES.items() if d == "chat"]
 
 
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("families")
     return {name: write_with_vocab(folder / f"{name}.gguf", VOCAB / file, seed=3)
-            for name, (file, _, _) in FAMILIES.items()}
+            for name, (file, *_) in FAMILIES.items()}
 
 
 @pytest.fixture
 def run_engine(family_models, engine_maker):
-    def factory(family: str, turns, *, dialect: str = "auto", **options):
-        return engine_maker(family_models[family], turns, dialect=dialect, **options)
+    def factory(family: str, turns, *, dialect: str | None = None, **options):
+        """An engine on the family's model; by default in its CML dialect (the one the scripts write)."""
+        return engine_maker(family_models[family], turns, dialect=dialect or FAMILIES[family][3], **options)
     return factory
 
 
@@ -67,8 +68,8 @@ def context_text(engine: Engine, log: EventLog) -> str:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_dialect_and_template_are_chosen_from_the_model(run_engine, family):
-    _, template, dialect = FAMILIES[family]
-    engine, log = run_engine(family, [])
+    _, template, dialect, _ = FAMILIES[family]
+    engine, log = run_engine(family, [], dialect="auto")
     assert engine.dialect.name == dialect
     assert engine.dialect.describe() == f"{dialect} ({template} template)"
     assert log.first(ev.SessionStarted).dialect == dialect
@@ -219,7 +220,7 @@ def test_the_model_cannot_write_an_interrupt_or_a_turn_header(run_engine, family
 
 def test_calls_in_the_family_syntax_become_cml_calls(run_engine):
     script = ('Checking.<tool_call>{"name": "calculator", "arguments": {"expression": "17*23"}}</tool_call>'
-              '<tool_call>{"name": "echo", "arguments": "not json"}</tool_call>[TRAP] [END][TRAP] [END]Done.')
+              '<tool_call>{"name": "echo", "arguments": "not json"}</tool_call>[TRAP] [END]Done.')
     engine, log = run_engine("qwen2", [script], dialect="chat")
     assert engine.ask("17*23?", timeout=30)
     assert log.first(ev.CallFinished, call_id="t1").result == "391"

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from asynclm.core import events as ev
-from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating, starts_loop
+from asynclm.core.engine import STOPPED_NOTE, EngineConfig, Mode, repeating, starts_loop
 from asynclm.core.cml import Marker, split_atoms
 from asynclm.core.interrupts import Interrupt
 from asynclm.core.policy import ScriptedPolicy
 from conftest import RecordingPolicy, make_test_tools, prose
 
 THREE_WAITS = (
-    "On it.[CALL] a [HEAD] wait(seconds=0.3) [END][CALL] b [HEAD] wait(seconds=0.3) [END]"
-    "[CALL] c [HEAD] wait(seconds=0.3) [END]Working on all three now, writing while they run."
+    "On it.[CALL] a [HEAD] wait(seconds=0.3) [END][CALL] b [HEAD] wait(seconds=0.31) [END]"
+    "[CALL] c [HEAD] wait(seconds=0.32) [END]Working on all three now, writing while they run."
     "[TRAP] [END]one.[TRAP] [END]two.[TRAP] [END]three."
 )
 
@@ -103,12 +103,51 @@ def test_trap_waits_and_resumes_on_the_first_result(make_engine):
     assert log.answer() == "firstsecond"
 
 
-def test_trap_with_nothing_pending_does_not_hang(make_engine):
-    engine, log = make_engine(["Thinking.[TRAP] [END]Nothing to wait for."])
+def test_traps_with_nothing_pending_are_passed_and_the_fourth_ends_the_turn(make_engine):
+    engine, log = make_engine(["Thinking.[TRAP] [END][TRAP] [END]Nothing to wait for.[TRAP] [END][TRAP] [END]never",
+                               "next turn"])
     assert engine.ask("go", timeout=60)
-    injected = [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",)]
-    assert any(NOTHING_PENDING_NOTE in e.text for e in injected)
-    assert log.answer() == "Thinking.Nothing to wait for."
+    assert not log.of(ev.TrapEntered), "no wait for nothing"
+    assert not [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",) and "pending" in e.text]
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "idle_trap" and end.text == "Thinking.Nothing to wait for."
+    assert any("waited 4 times with no call running" in n.message for n in log.of(ev.Notice))
+    assert engine.ask("again", timeout=60) and log.answer(turn=2) == "next turn"
+
+
+def test_a_turn_that_outlasts_its_wall_time_ends_and_its_calls_are_cancelled(make_engine):
+    engine, log = make_engine(["[CALL] w [HEAD] wait(seconds=30) [END]Waiting.[TRAP] [END]never"],
+                              config=EngineConfig(turn_seconds=0.5))
+    assert engine.ask("go", timeout=20)
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "timeout" and end.text == "Waiting."
+    log.wait_for(lambda e: isinstance(e, ev.CallCancelled) and e.call_id == "w")
+    assert end.t < log.first(ev.TrapEntered).t + 20, "the wait ended with the turn, not with the call"
+
+
+def test_a_used_id_is_refused_once_and_then_renamed(make_engine):
+    script = ('[CALL] c1 [HEAD] calculator(expression="1+1") [END][TRAP] [END]'
+              '[CALL] c1 [HEAD] calculator(expression="2+2") [END]'
+              '[CALL] c1 [HEAD] calculator(expression="3+3") [END][TRAP] [END]ok')
+    engine, log = make_engine([script])
+    assert engine.ask("go", timeout=60)
+    text = "".join(e.text for e in log.of(ev.InterruptInjected))
+    assert text.count("DuplicateCallId") == 1
+    assert "give each call a new id, such as c2" in text
+    assert log.first(ev.CallFinished, call_id="c2").result == "6", "the third call ran as c2"
+    assert "[INTR] c2 [HEAD] 6 [END]" in text
+
+
+def test_the_same_call_twice_in_an_answer_is_refused(make_engine):
+    script = ('[CALL] a [HEAD] calculator(expression="7*6") [END][TRAP] [END]'
+              '[CALL] b [HEAD] calculator(expression="7*6") [END][CALL] c [HEAD] calculator(expression="7*7") [END]'
+              '[TRAP] [END]ok')
+    engine, log = make_engine([script, '[CALL] d [HEAD] calculator(expression="7*6") [END][TRAP] [END]again'])
+    assert engine.ask("go", timeout=60)
+    assert [e.call_id for e in log.of(ev.CallDetected)] == ["a", "c"]
+    assert "error: RepeatedCall: the same call as a of this answer" in log.first(ev.CallRejected, call_id="b").reason
+    assert engine.ask("once more", timeout=60)
+    assert log.first(ev.CallFinished, call_id="d").result == "42", "a later answer may ask again"
 
 
 def test_end_of_sequence_with_calls_pending_acts_as_a_trap(make_engine):
@@ -371,7 +410,7 @@ def test_malformed_calls_get_error_interrupts(make_engine):
     text = "".join(e.text for e in log.of(ev.InterruptInjected))
     assert "[INTR] a [HEAD] error: CallSyntaxError: not valid call syntax" in text
     assert "[INTR] b [HEAD] error: UnknownTool: there is no tool named 'no_such_tool'" in text
-    assert "[INTR] c [HEAD] error: DuplicateCallId: the id c is already used in this session [END]" in text
+    assert "[INTR] c [HEAD] error: DuplicateCallId: the id c is already used in this session; give each call a new id, such as c1 [END]" in text
     assert "[INTR] system [HEAD] error: BadCallId: a call with id '9x' was not run" in text
     assert "[INTR] d [HEAD] error: ArgumentError: argument 'expression' should be a string, got 5 (int) [END]" in text
     assert [e.call_id for e in log.of(ev.CallRejected)] == ["a", "b", "c", "9x"]
@@ -380,7 +419,7 @@ def test_malformed_calls_get_error_interrupts(make_engine):
 
 def test_cancel_one_call_leaves_the_others_running(make_engine):
     script = ("[CALL] a [HEAD] wait(seconds=0.4) [END][CALL] b [HEAD] wait(seconds=30) [END]"
-              "[CALL] c [HEAD] wait(seconds=0.4) [END][TRAP] [END][TRAP] [END][TRAP] [END]done")
+              "[CALL] c [HEAD] wait(seconds=0.41) [END][TRAP] [END][TRAP] [END][TRAP] [END]done")
     engine, log = make_engine([script])
     log.hooks.append(lambda e: engine.cancel("b") if isinstance(e, ev.CallStarted) and e.call_id == "c" else None)
     assert engine.ask("go", timeout=60)
@@ -390,7 +429,7 @@ def test_cancel_one_call_leaves_the_others_running(make_engine):
 
 
 def test_concurrency_is_bounded(make_engine):
-    calls = "".join(f"[CALL] w{i} [HEAD] wait(seconds=0.2) [END]" for i in range(4))
+    calls = "".join(f"[CALL] w{i} [HEAD] wait(seconds=0.2{i}) [END]" for i in range(4))
     engine, log = make_engine([calls + "[TRAP] [END]" * 4],
                               config=EngineConfig(max_concurrency=2))
     assert engine.ask("go", timeout=60)

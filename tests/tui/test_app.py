@@ -168,7 +168,7 @@ def test_escape_stops_mid_answer_and_keeps_the_partial_reply(tiny_model, tmp_pat
 
 def test_cancelling_one_call_leaves_the_others_running(tiny_model, tmp_path):
     script = ("[CALL] a [HEAD] wait(seconds=1.0) [END][CALL] b [HEAD] wait(seconds=30) [END]"
-              "[CALL] c [HEAD] wait(seconds=1.0) [END][TRAP] [END][TRAP] [END][TRAP] [END]ok")
+              "[CALL] c [HEAD] wait(seconds=1.01) [END][TRAP] [END][TRAP] [END][TRAP] [END]ok")
 
     async def go():
         app = make_app(tiny_model, [script], tmp_path)
