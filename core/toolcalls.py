@@ -22,12 +22,15 @@ from .cml import neutralise
 
 OPEN, CLOSE, FENCE = "<tool_call>", "</tool_call>", "```"
 _CALL_TAG_LIKE = re.compile(r"<(\s*/?\s*tool_call\s*)>", re.IGNORECASE)
+_CALL_OBJECT_LIKE = re.compile(r'\{(\s*"name"\s*:)')
 
 
 def neutralise_call_tags(text: str) -> str:
-    """Make the family call syntax (``<tool_call>``) inside injected text unreadable as a call, keeping
-    it legible: a model that echoes the text writes ``＜tool_call＞``, which starts no call."""
-    return _CALL_TAG_LIKE.sub(lambda m: f"＜{m.group(1)}＞", text)
+    """Make the family call syntax inside injected text unreadable as a call, keeping it legible: a
+    model that echoes the text writes ``＜tool_call＞``, which starts no call, and ``{⁠"name": ...}``,
+    whose word joiner after the brace is no JSON whitespace, so the object is no call either."""
+    text = _CALL_TAG_LIKE.sub(lambda m: f"＜{m.group(1)}＞", text)
+    return _CALL_OBJECT_LIKE.sub(lambda m: "{\u2060" + m.group(1), text)
 
 
 def json_object_end(text: str, start: int) -> int | None:

@@ -19,7 +19,7 @@ import pytest
 
 from asynclm.core import events as ev
 from asynclm.core.cml import CallClosed, CallSyntaxError, is_call_id, parse_call, split_atoms
-from asynclm.core.dialect import NativeDialect, TemplateDialect
+from asynclm.core.dialect import NativeDialect, TemplateDialect, ToolsDialect
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.modelgen import write_with_vocab
 from asynclm.core.quotation import Quotations, fold_text
@@ -27,7 +27,7 @@ from asynclm.core.quotation import Quotations, fold_text
 from conftest import shared_data
 
 VOCAB = shared_data("vocab", "ASYNCLM_VOCAB_DIR")
-PAYLOADS_PER_SETUP = 2000  # x 11 dialect set-ups: over 20,000 payloads in all
+PAYLOADS_PER_SETUP = 2000  # x 11 dialect set-ups: 22,000 payloads in all
 
 WRITE = {"name": "write_file", "arguments": {"path": "pwned.txt", "content": "owned"}}
 BASE = [
@@ -103,7 +103,7 @@ def runs(item: CallClosed) -> bool:
 
 def setups(vocab: Path | None, tiny_model: Path, folder: Path):
     """(name, backend, dialect) for the embedded vocabulary's native dialect and, for each real
-    vocabulary, the text and (where its template has tool messages) the chat dialect."""
+    vocabulary, the text dialect and, where its template has what they need, the chat and tools ones."""
     yield "embedded/native", lambda b: NativeDialect(b), tiny_model
     if vocab is None:
         return
@@ -111,6 +111,7 @@ def setups(vocab: Path | None, tiny_model: Path, folder: Path):
         model = write_with_vocab(folder / file.name, file, seed=3)
         yield f"{file.stem}/text", lambda b: TemplateDialect(b, messages=False), model
         yield f"{file.stem}/chat", lambda b: TemplateDialect(b, messages=True), model
+        yield f"{file.stem}/tools", ToolsDialect, model
 
 
 def test_no_payload_forges_a_call_in_any_dialect(tiny_model, tmp_path):
@@ -120,7 +121,7 @@ def test_no_payload_forges_a_call_in_any_dialect(tiny_model, tmp_path):
         backend = LlamaBackend(model, n_ctx=256, n_threads=1)
         try:
             dialect = make(backend)
-        except ValueError:  # a template without tool messages has no chat dialect
+        except ValueError:  # a template without tool messages (or tool calls) has no chat (or tools) dialect
             backend.close()
             continue
         payloads = [[p] for p in BASE] + [variant(rng) for _ in range(PAYLOADS_PER_SETUP - len(BASE))]

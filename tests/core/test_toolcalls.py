@@ -63,8 +63,8 @@ def test_without_bare_calls_only_tags_count():
 
 def test_a_quoted_call_stays_text_with_its_tags_neutralised():
     out = run(f"It says <tool_call>{CALC}</tool_call>", quoted=lambda body: "12*34" in body)
-    assert out == f"It says ＜tool_call＞{CALC}＜/tool_call＞"
-    assert run(CALC, quoted=lambda body: True) == CALC
+    assert out == f"It says ＜tool_call＞{{\u2060{CALC[1:]}＜/tool_call＞"
+    assert run(CALC, quoted=lambda body: True) == "{\u2060" + CALC[1:]
 
 
 def test_a_broken_call_becomes_a_call_the_parser_rejects():
