@@ -29,8 +29,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .chat import (DEFAULT_TEMPLATES, ChatTemplate, TemplateError, default_template_name, system_prompt,
-                   tools_prompt)
+from .chat import (DEFAULT_TEMPLATES, SENTINEL, ChatTemplate, TemplateError, default_template_name,
+                   system_prompt, tools_prompt)
 from .cml import MARKERS, Atom, BlockState, Marker, format_interrupt, interrupt_atoms, neutralise, tool_estimates
 from .interrupts import Interrupt
 from .llama import LlamaBackend
@@ -90,6 +90,8 @@ class Dialect:
 
     def prepare_injected(self, text: str) -> str:
         return text
+
+    fixed = 0  # how many of the last encoded opening's tokens are the session's fixed start
 
     def encode_interrupts(self, interrupts: Iterable[Interrupt], opening: bool = False) -> tuple[list[int], str]:
         """Tokens and text for interrupts; ``opening``: they open a turn (the native dialect makes
@@ -264,7 +266,10 @@ class TemplateDialect(Dialect):
         return []
 
     def encode_interrupts(self, interrupts: Iterable[Interrupt], opening: bool = False) -> tuple[list[int], str]:
+        """As ``Dialect.encode_interrupts``; a session's first opening is tokenized as its fixed start
+        (the system message and tools, the same every session: ``fixed`` tokens) and the rest."""
         items = list(interrupts)
+        self.fixed, self._fixed_text = 0, ""
         if not opening and not self.messages:
             text = "".join(format_interrupt(i.source, self.prepare_injected(i.payload)) for i in items)
             return self.text_tokens(text), text
@@ -273,10 +278,19 @@ class TemplateDialect(Dialect):
         else:
             text = self.template.after_assistant([self._message(i) for i in items])
         b = self.backend
-        tokens = b.tokenize(text, special=True)
+        start = self._fixed_text if text.startswith(self._fixed_text) else ""
+        tokens = b.tokenize(start, special=True) if start else []
+        self.fixed = len(tokens)
+        tokens += b.tokenize(text[len(start):], special=True)
         if opening and b.n_past == 0 and b.add_bos and b.bos >= 0 and tokens[:1] != [b.bos]:
             tokens.insert(0, b.bos)
+            self.fixed += 1 if self.fixed else 0
         return tokens, text
+
+    def _first_opening(self, system: str, user: str, tools: list[dict] | None = None) -> str:
+        """The first turn's prompt; what precedes the user's words is kept as the fixed start."""
+        self._fixed_text = self.template.opening(system, SENTINEL, tools=tools).split(SENTINEL)[0]
+        return self.template.opening(system, user, tools=tools)
 
     def _message(self, item: Interrupt) -> dict[str, str]:
         payload = self.prepare_injected(item.payload)
@@ -295,7 +309,7 @@ class TemplateDialect(Dialect):
                         for i in rest if i.source != "user")
         content = f"{notes}\n{user}" if notes and user else notes or user
         if first:
-            return self.template.opening(system_prompt("\n".join(i.payload for i in system)), content)
+            return self._first_opening(system_prompt("\n".join(i.payload for i in system)), content)
         return self.template.after_assistant([{"role": "user", "content": content}])
 
     # --- what the model writes ----------------------------------------------------------------
@@ -350,7 +364,7 @@ class ToolsDialect(TemplateDialect):
         if first:  # anything but the user's words (rare: notes) goes ahead of them in the user message
             user = "\n".join([*(m["content"] for m in messages), user]) if messages else user
             estimates = tool_estimates("\n".join(i.payload for i in system))
-            return self.template.opening(tools_prompt(estimates), user, tools=self._tools)
+            return self._first_opening(tools_prompt(estimates), user, tools=self._tools)
         return self.template.after_assistant([*messages, {"role": "user", "content": user}])
 
     def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False,

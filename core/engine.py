@@ -41,6 +41,7 @@ from .interrupts import Interrupt, InterruptQueue
 from .llama import ContextFull, LlamaBackend
 from .monitor import Monitor
 from .policy import Policy, SampledPolicy
+from .promptcache import PromptCache
 from .quotation import Quotations
 from .cml import tool_estimates
 from .references import ReferenceGuide, reference_target
@@ -196,10 +197,12 @@ class Engine:
         dialect: Dialect | str | None = None,
         config: EngineConfig = EngineConfig(),
         sampling: SamplingSettings | None = None,
+        prompt_cache: PromptCache | None = None,
     ) -> None:
         self.backend = backend
         self.tools = tools
         self.config = config
+        self.prompt_cache = prompt_cache  # saved openings (``core.promptcache``); None: evaluate every time
         self.mode = config.mode
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
@@ -971,9 +974,18 @@ class Engine:
 
     # --- injection and waiting ----------------------------------------------------------------
 
-    def _extend(self, tokens: list[int], reason: str) -> None:
-        """Evaluate tokens the model did not generate, and report them (sessions rebuild from this)."""
-        self.backend.eval(tokens)
+    def _extend(self, tokens: list[int], reason: str, fixed: int = 0) -> None:
+        """Evaluate tokens the model did not generate, and report them (sessions rebuild from this).
+        The first ``fixed`` of a session's opening come from the prompt cache where it has them."""
+        backend, cache = self.backend, self.prompt_cache
+        if fixed and cache is not None and backend.n_past == 0:
+            start = tokens[:fixed]
+            if not cache.restore(backend, start):
+                backend.eval(start)
+                cache.save(backend, start)
+            backend.eval(tokens[fixed:])
+        else:
+            backend.eval(tokens)
         self._emit(ev.ContextExtended(tokens=tuple(tokens), reason=reason))
 
     def _inject(self, prefix: list[int] | None = None, notify: bool = True, opening: bool = False,
@@ -993,7 +1005,7 @@ class Engine:
         position = self.backend.n_past
         started = time.monotonic()
         try:
-            self._extend(tokens, "interrupts")
+            self._extend(tokens, "interrupts", fixed=self.dialect.fixed if opening else 0)
         except ContextFull:
             self.queue.put_front(items)
             raise

@@ -423,6 +423,35 @@ class LlamaBackend:
         self.n_past += n
         self.n_evaluated += n
 
+    @property
+    def identity(self) -> str:
+        """What a saved context state is valid for: this model file, llama.cpp and buffer layout."""
+        st = Path(self.info.path).stat()
+        return (f"{Path(self.info.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{self._lib.__version__}|"
+                f"{self.extra_buffers}|{self.n_vocab}")
+
+    def save_state(self, path: Path, tokens: list[int]) -> bool:
+        """Write the KV state of a context that holds exactly ``tokens`` to ``path``, with them."""
+        if self.n_past != len(tokens) or not tokens:
+            return False
+        arr = (self._lib.llama_token * len(tokens))(*tokens)
+        return bool(self._lib.llama_state_seq_save_file(self._ctx, str(path).encode(), 0, arr, len(tokens)))
+
+    def load_state(self, path: Path, tokens: list[int]) -> bool:
+        """Restore into an empty context the state saved at ``path``, if it holds exactly ``tokens``;
+        ``logits()`` is stale until the next ``eval``."""
+        if self.n_past != 0 or not tokens:
+            return False
+        out = (self._lib.llama_token * len(tokens))()
+        count = ctypes.c_size_t(0)
+        read = self._lib.llama_state_seq_load_file(self._ctx, str(path).encode(), 0, out, len(tokens),
+                                                   ctypes.byref(count))
+        if read == 0 or count.value != len(tokens) or list(out[:count.value]) != tokens:
+            self.reset()
+            return False
+        self.n_past = len(tokens)
+        return True
+
     def truncate(self, n_past: int) -> None:
         """Take every position from ``n_past`` on back out of the context (a draft that is not kept);
         the next ``eval`` goes on from there. ``logits()`` is stale until then."""

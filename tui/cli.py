@@ -189,6 +189,7 @@ def build_engine(args: argparse.Namespace, tools, progress=None):
     from asynclm.core.engine import Engine, EngineConfig, Mode
     from asynclm.core.llama import LlamaBackend, ModelError
     from asynclm.core.policy import ScriptedPolicy
+    from asynclm.core.promptcache import PromptCache
     from asynclm.core.sampling import SamplingSettings
 
     if args.n_ctx and args.n_ctx < 64:
@@ -211,7 +212,7 @@ def build_engine(args: argparse.Namespace, tools, progress=None):
                           complete_calls=args.complete_calls, break_loops=args.break_loops)
     try:
         return Engine(backend, tools, policy=policy, dialect=args.dialect,
-                      config=config, sampling=sampling)
+                      config=config, sampling=sampling, prompt_cache=PromptCache())
     except DialectError as exc:
         raise UsageError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
 
