@@ -60,12 +60,11 @@ When nothing more can be written until a result arrives, write [TRAP] [END] and 
 woken with the next result.
 Use each result as it arrives, and every result in the final answer. If a call fails, say so plainly.
 
-Example:
-user: What is 12*34, and what time is it in Tokyo?
-assistant: I'll check both.[CALL] c1 [HEAD] current_time(timezone="Asia/Tokyo") [END][CALL] c2 \
-[HEAD] calculator(expression="12*34") [END]Both are running.[INTR] c2 [HEAD] 408 [END] 12*34 is 408.\
-[TRAP] [END][INTR] c1 [HEAD] 2026-05-01 09:30:00 JST (Asia/Tokyo) [END] It is 09:30 in Tokyo. \
-So: 12*34 = 408, and it is 09:30 in Tokyo."""
+Example (its tools are made up: call only the tools listed below, with the user's values):
+user: Look up A and B.
+assistant: Starting both.[CALL] c1 [HEAD] slow_lookup(key="A") [END][CALL] c2 [HEAD] fast_lookup(key="B") \
+[END]Both are running.[INTR] c2 [HEAD] B is 2 [END] B is 2.[TRAP] [END][INTR] c1 [HEAD] A is 1 [END] A is 1. \
+So: A is 1 and B is 2."""
 
 
 class TemplateError(ValueError):

@@ -278,10 +278,13 @@ class TemplateDialect(Dialect):
         else:
             text = self.template.after_assistant([self._message(i) for i in items])
         b = self.backend
+        tokens = b.tokenize(text, special=True)
         start = self._fixed_text if text.startswith(self._fixed_text) else ""
-        tokens = b.tokenize(start, special=True) if start else []
-        self.fixed = len(tokens)
-        tokens += b.tokenize(text[len(start):], special=True)
+        if start:  # in two pieces, where that reads the same (SentencePiece adds a space to the second)
+            head = b.tokenize(start, special=True)
+            split = head + b.tokenize(text[len(start):], special=True)
+            if b.detokenize(split) == b.detokenize(tokens):
+                tokens, self.fixed = split, len(head)
         if opening and b.n_past == 0 and b.add_bos and b.bos >= 0 and tokens[:1] != [b.bos]:
             tokens.insert(0, b.bos)
             self.fixed += 1 if self.fixed else 0
