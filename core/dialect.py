@@ -92,6 +92,9 @@ class Dialect:
         return text
 
     fixed = 0  # how many of the last encoded opening's tokens are the session's fixed start
+    # A trap with nothing pending is answered with a note (a model trained on CML reads it); a model
+    # prompted with the protocol took the note as a cue for another trap, so it is passed over there.
+    notes_idle_traps = False
 
     def encode_interrupts(self, interrupts: Iterable[Interrupt], opening: bool = False) -> tuple[list[int], str]:
         """Tokens and text for interrupts; ``opening``: they open a turn (the native dialect makes
@@ -143,6 +146,7 @@ def _as_ids(ids: Iterable[int]) -> np.ndarray:
 
 class NativeDialect(Dialect):
     name = "native"
+    notes_idle_traps = True
 
     def __init__(self, backend: LlamaBackend) -> None:
         super().__init__(backend)

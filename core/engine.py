@@ -86,6 +86,7 @@ class EngineConfig:
 
 
 STOPPED_NOTE = "the user stopped the answer"
+NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
 REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
 # answers the engine or the user ended before the model did; the context closes them as finished ones
 CUT_SHORT = ("stopped", "repetition", "length", "timeout", "idle_trap", "refused_calls")
@@ -583,6 +584,9 @@ class Engine:
                             f"The model waited {idle_traps} times with no call running and no message "
                             "coming; the answer was ended there.")))
                         break
+                    if self.dialect.notes_idle_traps:
+                        self._queue(Interrupt("system", NOTHING_PENDING_NOTE, "system"))
+                        self._trap("trap", deadline)
                 elif trap:
                     self._trap("trap", deadline)
                 elif text and monitor.safe and (unit := stuck or repeating(recent)):

@@ -228,3 +228,14 @@ def test_calls_in_the_family_syntax_become_cml_calls(run_engine):
     tool_messages = [e.text for e in log.of(ev.InterruptInjected) if "t1" in e.sources]
     assert tool_messages and "<|im_start|>tool\n[INTR] t1 [HEAD] 391 [END]<|im_end|>" in tool_messages[0]
     assert log.answer() == "Checking.Done."
+
+
+def test_a_prompted_model_trap_with_nothing_pending_is_passed_over(run_engine):
+    """No note for a model prompted with the protocol (it took one as a cue for another trap): decoding
+    goes on, and the fourth such trap ends the answer."""
+    engine, log = run_engine("qwen2", ["Done.[TRAP] [END]Still here.[TRAP] [END][TRAP] [END][TRAP] [END]never"])
+    assert engine.ask("hi", timeout=60)
+    assert not log.of(ev.TrapEntered)
+    assert not [e for e in log.of(ev.InterruptInjected) if "pending" in e.text]
+    end = log.first(ev.TurnEnded)
+    assert end.reason == "idle_trap" and end.text == "Done.Still here."

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from asynclm.core import events as ev
-from asynclm.core.engine import STOPPED_NOTE, EngineConfig, Mode, repeating, starts_loop
+from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating, starts_loop
 from asynclm.core.cml import Marker, split_atoms
 from asynclm.core.interrupts import Interrupt
 from asynclm.core.policy import ScriptedPolicy
@@ -103,12 +103,12 @@ def test_trap_waits_and_resumes_on_the_first_result(make_engine):
     assert log.answer() == "firstsecond"
 
 
-def test_traps_with_nothing_pending_are_passed_and_the_fourth_ends_the_turn(make_engine):
+def test_a_trap_with_nothing_pending_gets_a_note_and_the_fourth_ends_the_turn(make_engine):
     engine, log = make_engine(["Thinking.[TRAP] [END][TRAP] [END]Nothing to wait for.[TRAP] [END][TRAP] [END]never",
                                "next turn"])
     assert engine.ask("go", timeout=60)
-    assert not log.of(ev.TrapEntered), "no wait for nothing"
-    assert not [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",) and "pending" in e.text]
+    notes = [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",) and NOTHING_PENDING_NOTE in e.text]
+    assert len(notes) == 3, "a model trained on CML is told, three times"
     end = log.first(ev.TurnEnded)
     assert end.reason == "idle_trap" and end.text == "Thinking.Nothing to wait for."
     assert any("waited 4 times with no call running" in n.message for n in log.of(ev.Notice))
