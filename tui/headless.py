@@ -96,7 +96,7 @@ class TurnRecorder:
         if s is not None:
             head += (f" · {s.generated} tokens generated at {s.tokens_per_second:.0f} tok/s"
                      f" · {s.injected} injected · context {s.n_past}/{s.n_ctx}")
-        if self.end is not None and self.end.reason != "done":
+        if self.end is not None:
             head += f" · ended: {self.end.reason}"
         lines.append(head)
         waited = sum(b - a for a, b in self.traps)
