@@ -254,10 +254,13 @@ class ToolCallSyntax:
         if close < 0:
             return None
         block = text[header_end + 1:close]
-        calls = read_calls(block) if text[at + len(FENCE):header_end].strip() in ("", "json") else None
+        json_fence = text[at + len(FENCE):header_end].strip() in ("", "json")
+        calls = read_calls(block) if json_fence else None
         if calls is None or any(self._quoted(json.dumps({"name": n, "arguments": a})) for n, a in calls) \
                 or self._quoted(block):
-            self._emit(out, neutralise_call_tags(text[at:close + len(FENCE)]) if calls else text[at:close + len(FENCE)])
+            fenced = text[at:close + len(FENCE)]
+            echoed = echoed_result(block) if json_fence and calls is None else None
+            self._emit(out, echoed if echoed is not None else neutralise_call_tags(fenced) if calls else fenced)
             return close + len(FENCE)
         for name, args in calls:
             out.append(self._cml(name, args))

@@ -81,4 +81,5 @@ def test_read_call_wants_the_shape_of_a_call():
 
 def test_a_result_written_back_in_its_message_form_shows_as_its_content():
     assert run('{"name": "calculator", "content": "256"}') == "256"
+    assert run('```json\n{\n  "name": "calculator",\n  "content": "12"\n}\n```') == "12"
     assert run('The result: {"name": "calculator", "content": "256"}').endswith('"256"}'), "inside a sentence"
