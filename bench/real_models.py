@@ -37,8 +37,7 @@ from asynclm.core.sampling import SamplingSettings  # noqa: E402
 from asynclm.tools.builtins import default_registry  # noqa: E402
 
 MODES = ("sync", "sync-parallel", "async")
-MARKUP = ("[CALL]", "[INTR]", "[HEAD]", "[END]", "[TRAP]", "<tool_call>", "</tool_call>", "<tool_response>",
-          "<|", '{"name"')
+MARKUP = re.compile(r'\[(CALL|INTR|HEAD|END|TRAP)\]|</?tool_call>|</?tool_response>|<\||\{\s*"name"\s*:')
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) ->
     tokens = [e for e in events if isinstance(e, ev.TokenGenerated)]
     out.tokens = len(tokens)
     out.first_token = tokens[0].t - started.t if tokens else None
-    out.leaked = any(m in out.answer for m in MARKUP)
+    out.leaked = MARKUP.search(out.answer) is not None
     made = {e.call_id: e.expr for e in events if isinstance(e, ev.CallDetected)}
     results = {e.call_id: e.result for e in events if isinstance(e, ev.CallFinished)}
     out.calls = list(made.values())

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from real_models import Oracle, values_in  # noqa: E402
+from real_models import MARKUP, Oracle, values_in  # noqa: E402
 
 from asynclm.core.catalog import NAMED_MODELS, status  # noqa: E402
 from asynclm.tools.builtins import default_registry  # noqa: E402
@@ -21,6 +21,12 @@ def test_values_are_found_as_written_or_rounded():
     assert values_in("That is 256.", ["256.0"])
     assert not values_in("That is 255.", ["256"])
     assert values_in("anything", ["no number here"])
+
+
+def test_markup_is_found_however_it_is_spaced():
+    assert MARKUP.search('```json\n{\n  "name": "calculator"')
+    assert MARKUP.search("ok [END]") and MARKUP.search("<tool_response>") and MARKUP.search("<|im_end|>")
+    assert not MARKUP.search("12*34 is 408 [see above]")
 
 
 def test_calls_match_by_their_results():
