@@ -31,7 +31,7 @@ import numpy as np
 from . import events as ev
 from .cml import (
     BlockState, CallClosed, CallExpr, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
-    is_call_id, parse_call, CANCELLED_PAYLOAD,
+    is_call_id, parse_call, tool_estimates, CANCELLED_PAYLOAD,
 )
 from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_task, likely_enough
 from .copying import CopyBias, token_texts
@@ -43,7 +43,6 @@ from .monitor import Monitor
 from .policy import Policy, SampledPolicy
 from .promptcache import PromptCache
 from .quotation import Quotations
-from .cml import tool_estimates
 from .references import ReferenceGuide, reference_target
 from .sampling import Sampler, SamplingSettings
 
