@@ -2,7 +2,8 @@
 
 Nothing is forced: the model decodes greedily, its calls run on the real tools, results enter as they
 come. A request's calls are exact when the model made each call asked for (same tool, and the same
-result, or for the clock the same zone) and no other; its answer has every value when each number a
+result, or for the clock the same zone) and no other, refused calls included; its answer has every
+value when each number a
 call returned appears in it (as written or rounded); it ended by itself when its reason is ``done``.
 
     python bench/real_models.py --model qwen2.5-coder-0.5b --dialect tools --dialect chat
@@ -188,6 +189,8 @@ def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) ->
     out.calls = list(made.values())
     out.waits = [e.latency for e in events if isinstance(e, ev.InterruptInjected)
                  if any(s in results for s in e.sources)]
+    refused = [e for e in events if isinstance(e, ev.CallRejected)]
+    out.calls += [f"refused: {e.raw}" for e in refused]
     asked = list(req.calls + req.typed_calls)
     unmatched = list(made.values())
     for a in asked:
@@ -196,7 +199,7 @@ def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) ->
             break
         unmatched.remove(hit)
     else:
-        out.exact = not unmatched
+        out.exact = not unmatched and not refused
     out.values = bool(asked) == bool(results) and values_in(out.answer, [results[c] for c in made if c in results])
     return out
 
