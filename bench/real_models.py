@@ -3,8 +3,8 @@
 Nothing is forced: the model decodes greedily, its calls run on the real tools, results enter as they
 come. A request's calls are exact when the model made each call asked for (same tool, and the same
 result, or for the clock the same zone) and no other, refused calls included; its answer has every
-value when each number a
-call returned appears in it (as written or rounded); it ended by itself when its reason is ``done``.
+value when each number a call returned appears in it (as written or rounded); it ended by itself when
+its reason is ``done``.
 
     python bench/real_models.py --model qwen2.5-coder-0.5b --dialect tools --dialect chat
     python bench/real_models.py --model qwen2.5-coder-0.5b --requests 3 --mode async   # a quick look
