@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,7 +31,13 @@ class Event:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, default=_jsonable)
+        """One line of JSON; a lone surrogate (a tool's or an argument's undecodable byte) is written as
+        its ``\\udXXX`` escape, so the line can be encoded as UTF-8."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, default=_jsonable)
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _jsonable(value: Any) -> Any:

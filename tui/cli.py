@@ -7,6 +7,8 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -307,13 +309,19 @@ def run_headless(args: argparse.Namespace) -> int:
     if not args.prompt:
         raise UsageError("--headless needs --prompt \"your message\".")
     recorder = TurnRecorder()
-    engine, writer = start_headless(args, recorder, JsonPrinter() if args.json else AnswerPrinter())
+    stopping: list = []  # the engine, once started: a reader that goes away stops the answer
+    printer = (JsonPrinter if args.json else AnswerPrinter)(on_closed=lambda: [e.stop() for e in stopping])
+    engine, writer = start_headless(args, recorder, printer)
+    stopping.append(engine)
     try:
         engine.ask(args.prompt)
     except KeyboardInterrupt:
         engine.stop()
     finally:
         stop_headless(engine, writer)
+    if printer.closed:  # as a program killed by SIGPIPE; nothing more goes to the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     if not args.json:
         print(recorder.summary(engine.dialect.describe(), engine.mode.value), file=sys.stderr)
         if writer is not None:

@@ -5,6 +5,7 @@ It consumes only engine events, like every front end.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -125,33 +126,46 @@ class TurnRecorder:
         return "\n".join(lines)
 
 
-class AnswerPrinter:
-    """Streams the visible answer text as it is generated."""
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+
+class Printer:
+    """Writes to standard output from the engine's threads. A reader that goes away (``| head``) ends
+    the writing quietly: ``closed`` is set and ``on_closed`` called, once."""
+
+    def __init__(self, out: TextIO = sys.stdout, on_closed=lambda: None) -> None:
         self.out = out
         self.lock = threading.Lock()
+        self.closed = False
+        self.on_closed = on_closed
+
+    def write(self, text: str) -> None:
+        text = LONE_SURROGATE.sub("\ufffd", text)  # an undecodable byte the model or a tool passed on
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except BrokenPipeError:
+                self.closed = True
+            else:
+                return
+        self.on_closed()
+
+
+class AnswerPrinter(Printer):
+    """Streams the visible answer text as it is generated."""
 
     def __call__(self, e: ev.Event) -> None:
         if isinstance(e, ev.TokenGenerated) and e.text:
-            with self.lock:
-                self.out.write(e.text)
-                self.out.flush()
+            self.write(e.text)
         elif isinstance(e, ev.TurnEnded):
-            with self.lock:
-                self.out.write("\n")
-                self.out.flush()
+            self.write("\n")
 
 
-class JsonPrinter:
+class JsonPrinter(Printer):
     """Every event, one JSON object per line."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
-        self.lock = threading.Lock()
-
     def __call__(self, e: ev.Event) -> None:
-        line = e.to_json() + "\n"
-        with self.lock:
-            self.out.write(line)
-            self.out.flush()
+        self.write(e.to_json() + "\n")
