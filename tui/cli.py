@@ -113,6 +113,11 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     args.model = str(resolve_model(args.model))
     if not args.turn_timeout >= 0:
         raise UsageError(f"--turn-timeout must be 0 (no limit) or more seconds, not {args.turn_timeout}.")
+    if args.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be at least 1 (the most tokens an answer may have), not {args.max_tokens}.")
+    if args.payload_limit < 1:
+        raise UsageError(f"--payload-limit must be at least 1 (the characters of a result the model reads), "
+                         f"not {args.payload_limit}.")
     from asynclm import (EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL,
                          EMBEDDED_SAMPLING)
 

@@ -56,6 +56,9 @@ def test_headless_on_a_sampling_model_ends_cleanly(tiny_model):
     (["--model", "{tiny}"], "--headless needs --prompt"),
     (["--model", "{tiny}", "--prompt", "hi", "--top-p", "2"], "Bad sampling setting: top_p must be in (0, 1]."),
     (["--model", "{tiny}", "--prompt", "hi", "--script", "@/nonexistent/s.txt"], "Cannot read the script file"),
+    (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+    (["--model", "{tiny}", "--prompt", "hi", "--payload-limit", "0"], "--payload-limit must be at least 1"),
+    (["--model", "{tiny}", "--prompt", "hi", "--turn-timeout", "-1"], "--turn-timeout must be 0 (no limit) or more"),
 ])
 def test_bad_input_gives_one_sentence(tiny_model, args, message):
     args = [a.replace("{tiny}", str(tiny_model)) for a in args]
