@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .llama import ModelError
+from .llama import ModelError, user_cache_dir
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 CHUNK_BYTES = 1 << 22
@@ -65,8 +65,7 @@ NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "asynclm" / "models"
+    return user_cache_dir() / "models"
 
 
 def chunk_paths(model: NamedModel) -> list[Path] | None:

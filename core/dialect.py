@@ -190,6 +190,8 @@ INTR_PREFIXES = ("", "[", "[I", "[IN", "[INT")
 class TemplateDialect(Dialect):
     """The ``text`` and ``chat`` dialects: literal markers, the model's own chat template."""
 
+    bare_calls = False  # calls in the family syntax only when tagged (``core.toolcalls``)
+
     def __init__(self, backend: LlamaBackend, *, messages: bool = False,
                  template: ChatTemplate | None = None) -> None:
         super().__init__(backend)
@@ -325,7 +327,7 @@ class TemplateDialect(Dialect):
                     quoted=lambda body: False) -> Monitor:
         return Monitor(self.backend.piece, marker_ids=None, banned=self._banned,
                        silent_ids=self._silent, max_block_tokens=max_block_tokens,
-                       tail_banned=self.banned, translate=ToolCallSyntax(taken, quoted))
+                       tail_banned=self.banned, translate=ToolCallSyntax(taken, quoted, bare=self.bare_calls))
 
 
 class ToolsDialect(TemplateDialect):
@@ -340,6 +342,7 @@ class ToolsDialect(TemplateDialect):
             raise DialectError(f"the {self.template.info.name} chat template has no tool-call format, "
                                "so it cannot use the tools dialect; use the chat or text dialect")
         self.name = "tools"
+        self.bare_calls = True  # also bare and fenced JSON calls, as small models write them
         self._tools: list[dict] = []
         self._calls: dict[str, str] = {}
 
@@ -373,12 +376,6 @@ class ToolsDialect(TemplateDialect):
             estimates = tool_estimates("\n".join(i.payload for i in system))
             return self._first_opening(tools_prompt(estimates), user, tools=self._tools)
         return self.template.after_assistant([*messages, {"role": "user", "content": user}])
-
-    def new_monitor(self, max_block_tokens: int = 1024, taken=lambda call_id: False,
-                    quoted=lambda body: False) -> Monitor:
-        return Monitor(self.backend.piece, marker_ids=None, banned=self._banned,
-                       silent_ids=self._silent, max_block_tokens=max_block_tokens,
-                       tail_banned=self.banned, translate=ToolCallSyntax(taken, quoted, bare=True))
 
 
 def template_for(backend: LlamaBackend) -> ChatTemplate:

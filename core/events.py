@@ -34,10 +34,10 @@ class Event:
         """One line of JSON; a lone surrogate (a tool's or an argument's undecodable byte) is written as
         its ``\\udXXX`` escape, so the line can be encoded as UTF-8."""
         text = json.dumps(self.to_dict(), ensure_ascii=False, default=_jsonable)
-        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _jsonable(value: Any) -> Any:

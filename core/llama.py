@@ -135,9 +135,14 @@ def _probe_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{llama_cpp.__version__}|{cpu}"
 
 
-def _probe_cache() -> Path:
+def user_cache_dir() -> Path:
+    """asynclm's folder in the user cache (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "asynclm" / "extra-buffers.json"
+    return Path(base).expanduser() / "asynclm"
+
+
+def _probe_cache() -> Path:
+    return user_cache_dir() / "extra-buffers.json"
 
 
 def run_probe(argv: list[str], timeout: float = PROBE_SECONDS) -> bool:

@@ -14,15 +14,14 @@ import logging
 import os
 from pathlib import Path
 
-from .llama import LlamaBackend
+from .llama import LlamaBackend, user_cache_dir
 
 log = logging.getLogger("asynclm.promptcache")
 KEEP = 8  # saved openings kept: a handful of models and tool sets
 
 
 def default_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "asynclm" / "prompts"
+    return user_cache_dir() / "prompts"
 
 
 class PromptCache:

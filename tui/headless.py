@@ -5,7 +5,6 @@ It consumes only engine events, like every front end.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -126,9 +125,6 @@ class TurnRecorder:
         return "\n".join(lines)
 
 
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 class Printer:
     """Writes to standard output from the engine's threads. A reader that goes away (``| head``) ends
     the writing quietly: ``closed`` is set and ``on_closed`` called, once."""
@@ -140,7 +136,7 @@ class Printer:
         self.on_closed = on_closed
 
     def write(self, text: str) -> None:
-        text = LONE_SURROGATE.sub("\ufffd", text)  # an undecodable byte the model or a tool passed on
+        text = ev.LONE_SURROGATE.sub("\ufffd", text)  # an undecodable byte the model or a tool passed on
         with self.lock:
             if self.closed:
                 return
