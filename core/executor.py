@@ -4,6 +4,11 @@ A call starts as soon as it is submitted (or, with dataflow references, as soon 
 references has returned, receiving their result values). Each tool has a timeout; a call can be
 cancelled by id; a dangerous tool waits for the user's confirmation; concurrency is bounded. Every
 outcome (result, error, cancellation) becomes an interrupt on the queue, timestamped, and an event.
+
+No tool can stop the executor: whatever a tool raises, ``SystemExit`` and ``KeyboardInterrupt``
+included, is an error result. A tool that outlives its timeout or its cancellation (an async tool
+that swallows ``CancelledError``, a sync function stuck in a thread) is abandoned: its call ends at
+once as timed out or cancelled, and whatever the tool does later is dropped.
 """
 
 from __future__ import annotations
@@ -62,6 +67,24 @@ class CallFailure(Exception):
         self.kind = kind
 
 
+class ToolStopped(Exception):
+    """A ``BaseException`` (SystemExit, KeyboardInterrupt, GeneratorExit...) raised by a tool, carried
+    as an ordinary exception so that it never reaches the event loop."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.kind = type(exc).__name__
+
+
+async def _guarded(awaitable: Awaitable[Any]) -> Any:
+    """The tool's value; SystemExit and KeyboardInterrupt, which asyncio would raise out of the event
+    loop, become ToolStopped. (GeneratorExit is left alone: it is also how a coroutine is closed.)"""
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ToolStopped(exc) from None
+
+
 class _Outcome:
     __slots__ = ("ok", "value", "detail")
 
@@ -73,6 +96,8 @@ Confirmer = Callable[[Call], Awaitable[bool]]
 
 
 class Executor:
+    CLOSE_GRACE = 0.5  # seconds running calls get to end, once cancelled, when the executor closes
+
     def __init__(
         self,
         tools: Toolbox,
@@ -99,6 +124,7 @@ class Executor:
         self._running: set[str] = set()
         self._lock = threading.Lock()
         self._semaphore: asyncio.Semaphore | None = None
+        self._abandoned: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -109,15 +135,24 @@ class Executor:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(self._unhandled)
         self._semaphore = asyncio.Semaphore(self.max_concurrency)
         self._loop.call_soon(self._ready.set)
         self._loop.run_forever()
         pending = asyncio.all_tasks(self._loop)
         for task in pending:
             task.cancel()
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:  # a tool that ignores its cancellation is not waited for
+            self._loop.run_until_complete(asyncio.wait(pending, timeout=self.CLOSE_GRACE))
+        self._abandoned.update(t for t in pending if not t.done())
         self._loop.close()
+
+    def _unhandled(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What an abandoned tool does later is dropped; anything else is reported as asyncio would."""
+        task = context.get("task") or context.get("future")
+        if task in self._abandoned or isinstance(context.get("exception"), ToolStopped):
+            return
+        loop.default_exception_handler(context)
 
     def close(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
@@ -185,10 +220,7 @@ class Executor:
                 started = time.monotonic()
                 self.emit(ev.CallStarted(call_id=call.call_id, name=call.name))
                 timeout = tool.timeout if tool.timeout is not None else self.default_timeout
-                try:
-                    value = await asyncio.wait_for(tool.invoke(arguments), timeout)
-                except asyncio.TimeoutError:
-                    raise CallFailure("TimeoutError", f"no result within {timeout:g}s") from None
+                value = await self._invoke(tool, arguments, timeout)
                 tool.observe(time.monotonic() - started)
             outcome = _Outcome(True, value)
             full = render_value(value)
@@ -201,7 +233,7 @@ class Executor:
                                        elapsed=time.monotonic() - start))
             self._answer(call, Interrupt(call.call_id, CANCELLED_PAYLOAD, "cancelled"))
         except Exception as exc:  # a tool's own failure is data for the model, never a crash
-            kind, message = (exc.kind, str(exc)) if isinstance(exc, CallFailure) else (
+            kind, message = (exc.kind, str(exc)) if isinstance(exc, (CallFailure, ToolStopped)) else (
                 type(exc).__name__, str(exc))
             payload = error_payload(kind, message)
             outcome = _Outcome(False, detail=f"failed ({payload})")
@@ -213,6 +245,33 @@ class Executor:
         fut = self._outcomes[call.call_id]
         if not fut.done():
             fut.set_result(outcome)
+
+    async def _invoke(self, tool: Tool, arguments: dict[str, Any], timeout: float) -> Any:
+        """The tool's value, or its exception; at the timeout, or when this call is cancelled, the
+        tool's task is cancelled and left behind, never waited for."""
+        task = self._loop.create_task(_guarded(tool.invoke(arguments)))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            raise CallFailure("TimeoutError", f"no result within {timeout:g}s")
+        exc = task.exception()
+        if exc is not None:
+            raise exc if isinstance(exc, Exception) else ToolStopped(exc)
+        return task.result()
+
+    def _abandon(self, task: asyncio.Task[Any]) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved, so that asyncio does not report it
+        self._abandoned.discard(task)
 
     def _answer(self, call: Call, interrupt: Interrupt) -> None:
         # Queue before marking the call done, so "nothing running" implies "its interrupt is queued".

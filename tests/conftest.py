@@ -33,6 +33,22 @@ def shared_data(name: str, env: str) -> Path | None:
     return None
 
 
+SUITE_COUNTS: list[str] = []
+
+
+@pytest.fixture
+def report_counts() -> Callable[[str], None]:
+    """Record a line of a suite's counts, printed at the end of the test run."""
+    return SUITE_COUNTS.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SUITE_COUNTS:
+        terminalreporter.section("reliability suites")
+        for line in SUITE_COUNTS:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def bench():
     """Run ``bench/<script>`` with ``args`` as its command line runs it; it must succeed. Returns the

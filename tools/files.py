@@ -39,6 +39,15 @@ class FileSandbox:
             raise FileNotFoundError(f"{path!r} does not exist")
         return resolved
 
+    def readable(self, path: str) -> Path:
+        """A file or folder the tools may read: named pipes, sockets and devices are refused, since
+        reading one can block for ever or never end."""
+        resolved = self.resolve(path)
+        kind = _special_kind(resolved.stat().st_mode)
+        if kind:
+            raise SandboxError(f"{path!r} is {kind}, not a regular file; only files and folders are read")
+        return resolved
+
     def show(self, path: Path) -> str:
         rel = path.relative_to(self.root)
         return "." if str(rel) == "." else str(rel)
@@ -52,7 +61,7 @@ class FileSandbox:
             path: the folder, relative to the working folder.
             show_hidden: include names starting with a dot.
         """
-        folder = self.resolve(path)
+        folder = self.readable(path)
         if not folder.is_dir():
             raise NotADirectoryError(f"{path!r} is not a folder")
         rows = []
@@ -83,7 +92,7 @@ class FileSandbox:
             start_line: first line to return.
             end_line: last line to return.
         """
-        file = self.resolve(path)
+        file = self.readable(path)
         if file.is_dir():
             raise IsADirectoryError(f"{path!r} is a folder; use list_dir")
         size = file.stat().st_size
@@ -124,7 +133,7 @@ class FileSandbox:
             regex: treat the pattern as a regular expression.
             max_results: stop after this many matching lines.
         """
-        top = self.resolve(path)
+        top = self.readable(path)
         try:
             rx = re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE)
         except re.error as exc:
@@ -134,7 +143,8 @@ class FileSandbox:
         files = [top] if top.is_file() else _walk(top)
         for file in files:
             try:
-                if file.stat().st_size > SEARCH_FILE_LIMIT:
+                st = file.stat()
+                if not stat.S_ISREG(st.st_mode) or st.st_size > SEARCH_FILE_LIMIT:
                     continue
                 data = file.read_bytes()
             except OSError:
@@ -159,7 +169,7 @@ class FileSandbox:
         st = target.stat()
         info = {
             "path": self.show(target),
-            "kind": "folder" if target.is_dir() else "file",
+            "kind": _special_kind(st.st_mode).removeprefix("a ") or ("folder" if target.is_dir() else "file"),
             "size_bytes": st.st_size,
             "size": _size(st.st_size),
             "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime)),
@@ -182,6 +192,15 @@ def _walk(top: Path):
             path = Path(dirpath) / name
             if not path.is_symlink():  # as grep -r: links below the top are not followed
                 yield path
+
+
+def _special_kind(mode: int) -> str:
+    """What a path that is neither a regular file nor a folder is, in words; "" for those two."""
+    for test, kind in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return ""
 
 
 def _has_escaping_link(path: Path, root: Path) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import re
 import statistics
+import threading
 import typing
 from collections import deque
 from dataclasses import dataclass
@@ -190,7 +191,35 @@ class Tool:
     async def invoke(self, arguments: dict[str, Any]) -> Any:
         if self._is_async:
             return await self.func(**arguments)
-        return await asyncio.to_thread(self.func, **arguments)
+        return await in_daemon_thread(self.func, **arguments)
+
+
+async def in_daemon_thread(func: Callable[..., Any], /, **arguments: Any) -> Any:
+    """Run a blocking function on a thread of its own and await its value.
+
+    The thread is a daemon: a function that never returns is abandoned by the executor at its
+    timeout, runs on unseen until it returns (its value is dropped), and never keeps the process
+    from exiting. A thread per call costs far less than any tool worth a thread.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def work() -> None:
+        try:
+            ok, value = True, func(**arguments)
+        except BaseException as exc:  # the awaiting side decides what a tool's exception means
+            ok, value = False, exc
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop has closed: nobody waits for this value any more
+            pass
+
+    threading.Thread(target=work, name=f"asynclm-tool-{getattr(func, '__name__', 'call')}", daemon=True).start()
+    return await future
 
 
 class Registry:
@@ -255,4 +284,4 @@ class Registry:
         return [t.schema() for t in self._tools.values()]
 
 
-__all__ = ["ArgumentError", "Param", "Registry", "SchemaError", "Tool", "longest_first"]
+__all__ = ["ArgumentError", "Param", "Registry", "SchemaError", "Tool", "in_daemon_thread", "longest_first"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import urllib.error
 import urllib.parse
 import urllib.request
 from email.message import Message
+
+from .registry import in_daemon_thread
 
 USER_AGENT = "asynclm/0.1 (+terminal assistant)"
 DEFAULT_MAX_BYTES = 200_000
@@ -55,4 +56,4 @@ async def http_get(url: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float 
         raise ValueError(f"only http and https addresses can be fetched, not {scheme or 'no scheme'!r}")
     if not 0 < max_bytes <= 5_000_000:
         raise ValueError("max_bytes must be between 1 and 5000000")
-    return await asyncio.to_thread(_fetch, url, max_bytes, timeout)
+    return await in_daemon_thread(_fetch, url=url, max_bytes=max_bytes, timeout=timeout)

@@ -114,7 +114,7 @@ def setups(vocab: Path | None, tiny_model: Path, folder: Path):
         yield f"{file.stem}/tools", ToolsDialect, model
 
 
-def test_no_payload_forges_a_call_in_any_dialect(tiny_model, tmp_path):
+def test_no_payload_forges_a_call_in_any_dialect(tiny_model, tmp_path, report_counts):
     rng = random.Random(20261207)
     total, tried, forged = 0, [], []
     for name, make, model in setups(VOCAB, tiny_model, tmp_path):
@@ -130,8 +130,8 @@ def test_no_payload_forges_a_call_in_any_dialect(tiny_model, tmp_path):
         total += len(payloads)
         tried.append(name)
         backend.close()
-    print(f"\nforged calls: {len(forged)} of {total} payloads, each echoed verbatim and restored, "
-          f"through {len(tried)} dialect set-ups ({', '.join(tried)})")
+    report_counts(f"forged calls: {len(forged)} of {total} payloads, each echoed verbatim and restored, "
+                  f"through {len(tried)} dialect set-ups ({', '.join(tried)})")
     assert total >= 10_000 or VOCAB is None
     assert not forged, forged[:5]
 
