@@ -31,7 +31,7 @@ import numpy as np
 from . import events as ev
 from .cml import (
     BlockState, CallClosed, CallExpr, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
-    is_call_id, parse_call, tool_estimates, CANCELLED_PAYLOAD,
+    is_call_id, parse_call, tool_estimates, CANCELLED_PAYLOAD, LOST_PAYLOAD,
 )
 from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_task, likely_enough
 from .copying import CopyBias, token_texts
@@ -243,6 +243,7 @@ class Engine:
         self._prefix: list[int] = []
         self._monitor: Monitor | None = None
         self._restore: tuple[list[int], str] | None = None
+        self._lost: list[tuple[str, str]] = []
         self._tools_text = ""
         # Per answer, for the completion check: the user's messages and the calls written.
         self._asked: list[tuple[str, int]] = []  # each message, and how many calls came before it
@@ -289,8 +290,12 @@ class Engine:
                 f"not {self.backend.info.name!r} ({self.dialect.name} dialect)")
         tokens: list[int] = []
         queued: list[ev.InterruptQueued] = []
+        unanswered: dict[str, str] = {}  # call id -> tool name, for calls with no result recorded
         for e in events[start:]:
+            if isinstance(e, ev.CallDetected):
+                unanswered[e.call_id] = e.name
             if isinstance(e, ev.InterruptQueued):
+                unanswered.pop(e.source, None)
                 queued.append(e)
             elif isinstance(e, ev.InterruptInjected):
                 del queued[:len(e.sources)]  # an injection takes everything queued, in order
@@ -318,6 +323,8 @@ class Engine:
         for q in queued:
             if q.source != "user":
                 self.queue.put(Interrupt(q.source, q.payload, q.kind))
+        self._lost = list(unanswered.items())
+        self._failed.update(unanswered)
         last_end = next((e for e in reversed(events[start:]) if isinstance(e, ev.TurnEnded)), None)
         # A finished answer is followed by the end-of-sequence token, evaluated when the next turn opens.
         ended = last_end is not None and last_end.reason in ("done", *CUT_SHORT)
@@ -465,6 +472,11 @@ class Engine:
             self._begin_session()
             return
         self._emit(ev.SessionResumed(path=path, tokens=len(tokens), turns=self.turn))
+        for call_id, name in self._lost:  # running when the session stopped: the model hears what became of it
+            self._emit(ev.CallFailed(call_id=call_id, name=name, error=LOST_PAYLOAD, elapsed=0.0))
+            self.queue.put(Interrupt(call_id, LOST_PAYLOAD, "error"))
+            self._emit(ev.InterruptQueued(source=call_id, kind="error", payload=LOST_PAYLOAD))
+        self._lost = []
 
     def _pending(self) -> bool:
         return bool(self._outstanding or self._collected or len(self.queue))

@@ -158,6 +158,8 @@ class Executor:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+        elif not self._loop.is_closed():  # never started
+            self._loop.close()
 
     # --- thread-safe entry points -------------------------------------------------------------
 

@@ -260,14 +260,20 @@ def load_demo_args(args: argparse.Namespace):
 
 
 def start_headless(args: argparse.Namespace, *sinks) -> tuple:
-    """The engine for a front end without a screen, started, with ``sinks`` and the session writer."""
+    """The engine for a front end without a screen, started, with ``sinks`` and the session writer;
+    with ``--resume``, the engine continues that session and its file."""
+    resumed = load_session(args) if args.resume is not None else None
     tools, problems = build_tools(args)
     for problem in problems:
         print(f"asynclm-chat: {problem}", file=sys.stderr)
     engine = build_engine(args, tools)
     for sink in sinks:
         engine.subscribe(sink)
-    path = session_path(args)
+    if resumed is not None:
+        path, events = resumed
+        continue_session(engine, events, path)
+    else:
+        path = session_path(args)
     writer = open_writer(path) if path is not None else None
     if writer is not None:
         engine.subscribe(writer)
@@ -344,6 +350,27 @@ async def _headless_confirmer(call) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def load_session(args: argparse.Namespace) -> tuple[Path, list]:
+    """The session named by --resume, read: its path and its events."""
+    from asynclm.core.transcript import read_transcript
+
+    path = find_session(args.resume)
+    try:
+        return path, list(read_transcript(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "it is not a UTF-8 text file"
+        raise UsageError(f"Cannot read the session {path}: {reason}.") from None
+
+
+def continue_session(engine, events: list, path: Path) -> None:
+    try:
+        engine.resume(events, str(path))
+    except ValueError as exc:
+        engine.close()
+        engine.backend.close()
+        raise UsageError(f"Cannot resume {path}: {exc}.") from None
+
+
 def find_session(name: str) -> Path:
     """A session file by path, by name in the sessions folder, or the newest one ("latest")."""
     from asynclm.core.transcript import sessions_dir
@@ -361,7 +388,6 @@ def find_session(name: str) -> Path:
 
 def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
     from asynclm.core.llama import ModelError, check_model_file
-    from asynclm.core.transcript import read_transcript
     from .app import ChatApp
 
     try:
@@ -370,9 +396,8 @@ def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
         raise UsageError(str(exc)) from None
     tools, problems = build_tools(args)
     resume_events = None
-    if args.resume is not None:
-        path = find_session(args.resume)  # new events are appended to the resumed file
-        resume_events = list(read_transcript(path))
+    if args.resume is not None:  # new events are appended to the resumed file
+        path, resume_events = load_session(args)
     else:
         path = session_path(args)
     app: ChatApp
@@ -380,10 +405,7 @@ def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
     def make_engine(progress):
         engine = build_engine(args, tools, progress)
         if resume_events is not None:
-            try:
-                engine.resume(resume_events, str(path))
-            except ValueError as exc:
-                raise UsageError(f"Cannot resume {path}: {exc}.") from None
+            continue_session(engine, resume_events, path)
         if path is not None:
             writer = open_writer(path)
             engine.subscribe(writer)

@@ -337,6 +337,58 @@ def test_resume_restores_a_session(tiny_model, tmp_path):
     asyncio.run(go())
 
 
+def killed_mid_call(tiny_model, tmp_path):
+    """A session file as a kill leaves it: call w has started and nothing after it was written."""
+    from asynclm.core.transcript import TranscriptWriter
+
+    live, killed = tmp_path / "live.jsonl", tmp_path / "killed.jsonl"
+    engine = Engine(LlamaBackend(tiny_model, n_ctx=4096, n_threads=2), make_test_tools(),
+                    policy=ScriptedPolicy(['On it.[CALL] w [HEAD] wait(seconds=30) [END]Waiting.[TRAP] [END]']))
+    writer = TranscriptWriter(live)
+    engine.subscribe(writer)
+    engine.start()
+    engine.send("wait for me")
+    deadline = time.monotonic() + 30
+    while '"CallStarted"' not in (live.read_text() if live.exists() else ""):
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.02)
+    lines = live.read_text().splitlines(keepends=True)
+    started = next(i for i, line in enumerate(lines) if '"CallStarted"' in line)
+    killed.write_text("".join(lines[:started + 1]))
+    engine.close()
+    writer.close()
+    return killed
+
+
+def test_a_call_running_when_the_session_was_killed_is_reported_lost_on_resume(tiny_model, tmp_path):
+    from asynclm.core.cml import LOST_PAYLOAD
+    from asynclm.core.transcript import TranscriptWriter, read_transcript
+
+    path = killed_mid_call(tiny_model, tmp_path)
+    history = list(read_transcript(path))
+
+    def make_engine(progress):
+        engine = Engine(LlamaBackend(tiny_model, n_ctx=4096, n_threads=2), make_test_tools(),
+                        policy=ScriptedPolicy(["Sorry, it was lost."]))
+        engine.resume(history, str(path))
+        engine.subscribe(TranscriptWriter(path))
+        return engine
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path, history=history)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await until(pilot, lambda: "w" in app.panes and app.panes["w"].state == "failed")
+            assert app.panes["w"].result == LOST_PAYLOAD
+            await until(pilot, lambda: "0 pending" in str(app.query_one("#status").render()))
+            await send(pilot, app, "well?")
+            await until(pilot, lambda: ended(app, turn=2))
+            opening = next(e for e in app.events if isinstance(e, ev.InterruptInjected) and "well?" in e.text)
+            assert f"[INTR] w [HEAD] {LOST_PAYLOAD} [END]" in opening.text, "the model is told"
+    asyncio.run(go())
+    again = list(read_transcript(path))
+    assert sum(isinstance(e, ev.CallFailed) and e.call_id == "w" for e in again) == 1, "recorded, once"
+
+
 def test_a_message_that_enters_beside_a_result_is_shown_with_its_words(tiny_model, tmp_path):
     """In sync mode the answer waits at a call's end for its result, and a message typed meanwhile
     waits too: both enter together. The message's marker shows what the user typed, as it does for a

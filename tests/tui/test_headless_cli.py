@@ -59,13 +59,36 @@ def test_headless_on_a_sampling_model_ends_cleanly(tiny_model):
     (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens must be at least 1"),
     (["--model", "{tiny}", "--prompt", "hi", "--payload-limit", "0"], "--payload-limit must be at least 1"),
     (["--model", "{tiny}", "--prompt", "hi", "--turn-timeout", "-1"], "--turn-timeout must be 0 (no limit) or more"),
+    (["--model", "{tiny}", "--prompt", "hi", "--resume", "/nonexistent/s.jsonl"], "No session file '/nonexistent/s.jsonl'"),
+    (["--model", "{tiny}", "--prompt", "hi", "--resume", "{bytes}"], "it is not a UTF-8 text file."),
+    (["--model", "{tiny}", "--prompt", "hi", "--resume", "{empty}"], "the session file has no session in it."),
 ])
-def test_bad_input_gives_one_sentence(tiny_model, args, message):
-    args = [a.replace("{tiny}", str(tiny_model)) for a in args]
+def test_bad_input_gives_one_sentence(tiny_model, tmp_path, args, message):
+    (tmp_path / "bytes.jsonl").write_bytes(b"\xff\xfe not text\n")
+    (tmp_path / "empty.jsonl").write_text('{"type": "Notice", "level": "info", "message": "hi"}\n')
+    args = [a.replace("{tiny}", str(tiny_model)).replace("{bytes}", str(tmp_path / "bytes.jsonl"))
+            .replace("{empty}", str(tmp_path / "empty.jsonl")) for a in args]
     r = run_cli("--headless", *args, "--no-session")
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_headless_resume_continues_the_same_session_in_the_same_file(tiny_model, tmp_path):
+    path = tmp_path / "s.jsonl"
+    first = run_cli("--headless", "--model", str(tiny_model), "--session", str(path), "--prompt", "6*7?",
+                    "--script", '[CALL] c [HEAD] calculator(expression="6*7") [END]42.')
+    assert first.returncode == 0, first.stderr
+    again = run_cli("--headless", "--model", str(tiny_model), "--resume", str(path), "--json", "--prompt", "and 7*7?",
+                    "--script", '[CALL] c [HEAD] calculator(expression="7*7") [END]49.')
+    assert again.returncode == 0, again.stderr
+    events = [json.loads(line) for line in again.stdout.splitlines()]
+    assert next(e for e in events if e["type"] == "SessionResumed")["path"] == str(path)
+    assert next(e for e in events if e["type"] == "TurnStarted")["turn"] == 2
+    rejected = next(e for e in events if e["type"] == "CallRejected")
+    assert "DuplicateCallId: the id c is already used" in rejected["reason"], "the ids carry over"
+    written = [json.loads(line)["type"] for line in path.read_text().splitlines()]
+    assert written.count("SessionStarted") == 1 and written.count("TurnEnded") == 2, "one file, both turns"
 
 
 def test_a_missing_embedded_model_is_one_sentence(monkeypatch, tmp_path, capsys):
