@@ -152,11 +152,25 @@ def parse_call(text: str) -> CallExpr:
 # Payloads and interrupts
 
 
-def cut(text: str, limit: int) -> str:
-    """Cut ``text`` to ``limit`` characters, saying how much was cut."""
-    if limit <= 0 or len(text) <= limit:
+def cut(text: str, limit: int, total: int | None = None) -> str:
+    """Cut ``text`` to ``limit`` characters (0: no limit), saying how much was cut (of ``total``, where
+    ``text`` is itself the start of a longer text)."""
+    total = len(text) if total is None else total
+    if limit <= 0 or (len(text) <= limit and total == len(text)):
         return text
-    return f"{text[:limit]} …[cut {len(text) - limit} of {len(text)} chars]"
+    kept = min(limit, len(text))
+    return f"{text[:kept]} …[cut {total - kept} of {total} chars]"
+
+
+_CUT_NOTE = re.compile(r"(?: …\[cut (\d+) of (\d+) chars\])\Z")
+
+
+def uncut(payload: str) -> tuple[str, int]:
+    """A payload ``cut`` wrote, as the text it kept and the length of the whole."""
+    m = _CUT_NOTE.search(payload)
+    if m is None:
+        return payload, len(payload)
+    return payload[:m.start()], int(m.group(2))
 
 
 def render_value(value: Any) -> str:

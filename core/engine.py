@@ -31,7 +31,7 @@ import numpy as np
 from . import events as ev
 from .cml import (
     BlockState, CallClosed, CallExpr, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
-    is_call_id, parse_call, tool_estimates, CANCELLED_PAYLOAD, LOST_PAYLOAD,
+    is_call_id, parse_call, tool_estimates, cut, uncut, CANCELLED_PAYLOAD, LOST_PAYLOAD,
 )
 from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_task, likely_enough
 from .copying import CopyBias, token_texts
@@ -40,7 +40,7 @@ from .executor import Call, Executor, Toolbox
 from .interrupts import Interrupt, InterruptQueue
 from .llama import ContextFull, LlamaBackend
 from .monitor import Monitor
-from .policy import Policy, SampledPolicy
+from .policy import Policy, SampledPolicy, ScriptViolation
 from .promptcache import PromptCache
 from .quotation import Quotations
 from .references import ReferenceGuide, reference_target
@@ -67,7 +67,7 @@ class Mode(str, enum.Enum):
 @dataclass(frozen=True)
 class EngineConfig:
     mode: Mode = Mode.ASYNC
-    payload_limit: int = 2000
+    payload_limit: int = 1000  # tokens of one result the model reads; fewer where the free context is less
     max_concurrency: int = 8
     max_block_tokens: int = 1024
     max_turn_tokens: int = 4096
@@ -87,6 +87,8 @@ class EngineConfig:
 STOPPED_NOTE = "the user stopped the answer"
 NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
 REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
+ANSWER_ROOM = 256  # tokens results leave free for the answer to go on (an eighth of a smaller context)
+CHARS_PER_TOKEN = 16  # more than any token's length: a result is pre-cut to payload_limit times this
 # answers the engine or the user ended before the model did; the context closes them as finished ones
 CUT_SHORT = ("stopped", "repetition", "length", "timeout", "idle_trap", "refused_calls")
 SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
@@ -222,7 +224,7 @@ class Engine:
         self._sinks: list[Callable[[ev.Event], None]] = []
         self.executor = Executor(tools, self.queue, self._emit,
                                  max_concurrency=config.max_concurrency,
-                                 payload_limit=config.payload_limit,
+                                 payload_limit=config.payload_limit * CHARS_PER_TOKEN,
                                  default_timeout=config.default_timeout)
         self._stop = threading.Event()
         self._closed = threading.Event()
@@ -611,6 +613,9 @@ class Engine:
         except ContextFull as exc:
             reason = "context_full"
             self._context_full(exc)
+        except ScriptViolation as exc:  # forced decoding asked for what the protocol bans: said, not logged
+            reason = "error"
+            self._emit(ev.Notice(level="error", message=f"The script broke the call protocol: {exc}."))
         except Exception as exc:
             reason = "error"
             log.exception("decode loop failed")
@@ -644,17 +649,19 @@ class Engine:
         items = self.queue.drain()
         self.queue.put_front([i for i in items if i.source != "user"])
         typed = [i for i in items if i.source == "user"]
+        fits = True
         if typed:
-            message = self._not_sent(exc, typed)
+            message, fits = self._not_sent(exc, typed)
         else:
             message = f"{exc} The turn ended here; the transcript is kept. Start a new session to go on."
         self._emit(ev.Notice(level="error", message=message))
         for item in typed:
-            self._emit(ev.MessageNotSent(text=item.payload))
+            self._emit(ev.MessageNotSent(text=item.payload, fits_new_session=fits))
 
-    def _not_sent(self, exc: ContextFull, typed: list[Interrupt]) -> str:
+    def _not_sent(self, exc: ContextFull, typed: list[Interrupt]) -> tuple[str, bool]:
         """Why typed messages were not sent, and what would make room: a new session, or (for one
-        longer than an empty context after the tool list) a shorter message or a larger context."""
+        longer than an empty context after the tool list) a shorter message or a larger context; and
+        whether a new session would take them."""
         def tokens(item: Interrupt) -> int:
             return len(self.dialect.encode_interrupts([item], opening=True)[0])
 
@@ -662,11 +669,11 @@ class Engine:
         fresh = len(self.dialect.session_start()) + tokens(Interrupt("system", self._tools_text, "system"))
         longest = max(map(tokens, typed))
         if fresh + longest < n_ctx:
-            return f"{exc} Your message was not sent: start a new session and send it again."
+            return f"{exc} Your message was not sent: start a new session and send it again.", True
         n_train = self.backend.info.n_ctx_train
         larger = f", or start with a larger --n-ctx (up to the model's {n_train})" if n_train > n_ctx else ""
         return (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
-                f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}.")
+                f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}."), False
 
     def _steer(self, logits: np.ndarray, monitor: Monitor, recent: str) -> np.ndarray:
         """The engine's steering of the model's logits where ``monitor`` stands: the copy bias in a call's
@@ -1016,6 +1023,7 @@ class Engine:
                 raise
         if not items:
             return
+        items = self._fit(items, opening)
         tokens, text = self.dialect.encode_interrupts(items, opening=opening)
         position = self.backend.n_past
         started = time.monotonic()
@@ -1043,6 +1051,32 @@ class Engine:
                                         prefill=now - started, payloads=tuple(i.payload for i in items)))
         if notify:
             self.policy.injected(items)
+
+    def _fit(self, items: list[Interrupt], opening: bool) -> list[Interrupt]:
+        """``items`` with each call's result cut to what the context can take: ``payload_limit`` tokens,
+        and no more than an equal share of the free context, less room for the answer to go on, where
+        one share more is kept back for what comes later (a result takes at most half of it)."""
+        cut_here = [i.source not in ("user", "system") for i in items]
+        if not any(cut_here):
+            return items
+        n_ctx = self.backend.n_ctx
+        bare = [replace(i, payload="") if c else i for i, c in zip(items, cut_here)]
+        overhead = len(self.dialect.encode_interrupts(bare, opening=opening)[0])
+        free = n_ctx - self.backend.n_past - min(ANSWER_ROOM, n_ctx // 8) - overhead
+        share = min(self.config.payload_limit, free // (sum(cut_here) + 1))
+        return [self._cut(i, share) if c else i for i, c in zip(items, cut_here)]
+
+    def _cut(self, item: Interrupt, budget: int) -> Interrupt:
+        """``item`` with its payload cut to ``budget`` tokens, a note of how much was cut included."""
+        text, total = uncut(item.payload)
+        n = len(self.backend.tokenize(text))
+        if n <= budget:
+            return item
+        room = budget - len(self.backend.tokenize(cut("x", 1, total)))  # what the note itself takes
+        keep = len(text) * max(room, 0) // n
+        while keep > 0 and (n := len(self.backend.tokenize(text[:keep]))) > room:
+            keep = keep * room // n - 1
+        return replace(item, payload=cut(text, max(keep, 1), total))
 
     def _wait(self, reason: str, ready: Callable[[list[Interrupt]], bool], deadline: float | None = None) -> None:
         """Wait until ``ready`` holds, the answer is stopped, or the turn's ``deadline`` passes."""

@@ -213,6 +213,7 @@ class MessageNotSent(Event):
     gives it back (the notice before it says why)."""
 
     text: str
+    fits_new_session: bool = True  # a new session would take it (else it is longer than any context holds)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from .cml import split_atoms
+from .cml import BlockParser, BlockState, Malformed, Marker, split_atoms
 from .interrupts import Interrupt
 from .sampling import Sampler
 
@@ -55,6 +55,21 @@ class SampledPolicy:
 
 class ScriptViolation(RuntimeError):
     """The script asked for a token the protocol forbids at that point."""
+
+
+def check_script(script: str) -> None:
+    """Raise ``ScriptViolation`` where a turn's script breaks the block grammar: a marker out of
+    place, text inside a trap, or a block left open at its end."""
+    parser = BlockParser()
+    written = ""
+    for atom in split_atoms(script):
+        item = parser.feed(atom)
+        written += atom.value if isinstance(atom, Marker) else atom
+        if isinstance(item, Malformed):
+            what = item.reason.replace(" was ignored", "") if atom is not Marker.INTR else "[INTR] (the engine's own)"
+            raise ScriptViolation(f"{what} is not allowed (after {written[-40:]!r})")
+    if parser.state is not BlockState.OUTSIDE:
+        raise ScriptViolation(f"it ends inside a {'trap' if parser.state is BlockState.TRAP else 'call'} block")
 
 
 class ScriptedPolicy:

@@ -42,6 +42,8 @@ class TranscriptWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8"):  # a path that cannot be written fails here, not later
+            pass
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="asynclm-transcript", daemon=True)
         self._thread.start()

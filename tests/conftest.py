@@ -33,6 +33,8 @@ def shared_data(name: str, env: str) -> Path | None:
     return None
 
 
+EMPTY_CONFIG = Path(os.devnull)  # --config for a test run that ignores the user's settings file
+
 SUITE_COUNTS: list[str] = []
 
 

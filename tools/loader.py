@@ -45,9 +45,15 @@ def _candidates(module: types.ModuleType) -> list[Callable[..., Any]]:
 
 def _add(registry: Registry, func: Callable[..., Any], where: str, errors: list[str]) -> None:
     try:
-        registry.add(Tool(func, **getattr(func, TOOL_OPTIONS, {})))
+        tool = Tool(func, **getattr(func, TOOL_OPTIONS, {}))
     except (SchemaError, TypeError, ValueError) as exc:
         errors.append(f"{where}: function {func.__name__!r} cannot be a tool: {exc}.")
+        return
+    if registry.get(tool.name) is not None:  # a tool the model already knows keeps its name
+        errors.append(f"{where}: function {func.__name__!r} was not loaded: there is already a tool named "
+                      f"{tool.name!r} (rename it, or give it another name with @tool(name=...)).")
+        return
+    registry.add(tool)
 
 
 def load_tool_file(path: str | Path, registry: Registry) -> list[str]:

@@ -21,8 +21,9 @@ from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
-from textual.css.query import NoMatches
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
+from textual.keys import KEY_NAME_REPLACEMENTS, Keys, key_to_character
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header, ProgressBar, Static
 
@@ -199,6 +200,7 @@ class ChatApp(App):
             except Exception:
                 self.notify(f"Unknown theme {self._theme!r}; using the default.", severity="warning")
         if self._keymap:
+            self._keymap = self._checked_keymap(self._keymap)
             self.set_keymap(self._keymap)
         self.query_one("#timeline").display = self.show_timeline
         # Follow the bottom as the answer grows, until the user scrolls up to read.
@@ -278,6 +280,33 @@ class ChatApp(App):
         event = events.Key(key, character)
         self._demo_keys[id(event)] = event
         self.post_message(event)
+
+    def _checked_keymap(self, keymap: dict[str, str]) -> dict[str, str]:
+        """The config file's keymap less what cannot be used, each such entry named in a notice: an
+        unknown binding id, a key that is no key, or a key that another binding has."""
+        defaults = {b.id: b.key for b in self.BINDINGS if b.id}
+        kept: dict[str, str] = {}
+        for binding_id, keys in keymap.items():
+            if binding_id not in defaults:
+                self.notify(f"keymap: there is no binding {binding_id!r} (there are: {', '.join(defaults)}); "
+                            "it was left out.", severity="warning", timeout=10)
+            elif bad := next((k for k in keys.split(",") if not is_key(k.strip())), None):
+                self.notify(f"keymap: {bad.strip()!r} for {binding_id} is not a key name (such as ctrl+x or "
+                            "f5); it keeps its key.", severity="warning", timeout=10)
+            else:
+                kept[binding_id] = keys
+        def keys(binding_id: str) -> list[str]:
+            return [k.strip() for k in kept.get(binding_id, defaults[binding_id]).split(",")]
+
+        for binding_id in list(kept):  # a new key that another binding has is refused: that one keeps it
+            owner = next((other for other in defaults if other != binding_id
+                          for k in keys(binding_id) if k in keys(other)), None)
+            if owner is not None:
+                clash = next(k for k in keys(binding_id) if k in keys(owner))
+                self.notify(f"keymap: {clash} is already the key of {owner}, so {binding_id} keeps "
+                            f"{defaults[binding_id]}.", severity="warning", timeout=10)
+                del kept[binding_id]
+        return kept
 
     def _binding_key(self, binding_id: str) -> str:
         """The first key of a binding, as remapped by the config file's keymap."""
@@ -561,6 +590,10 @@ class ChatApp(App):
             if not prompt.text.strip():  # back in the prompt to shorten or send again, not over new typing
                 prompt.load_text(e.text)
                 prompt.move_cursor(prompt.document.end)
+            if e.fits_new_session:
+                key = self._binding_key("new_session").title()  # ctrl+n: Ctrl+N
+                self.notify(f"Press {key} for a new session, then Enter to send the message again.",
+                            title="The context is full", timeout=15)
         elif isinstance(e, ev.ModeChanged):
             self.notify(f"Mode: {e.mode}")
 
@@ -590,6 +623,15 @@ class ChatApp(App):
         if text != self._status_text:
             self._status_text = text
             self.query_one("#status", StatusBar).update(Text(text))  # a model's name is not markup
+
+
+def is_key(name: str) -> bool:
+    """Whether ``name`` is a key as Textual names them: modifiers, then a key (ctrl+x, f5, shift+tab)."""
+    *mods, key = name.lower().split("+")
+    if not key or not set(mods) <= {"ctrl", "shift", "alt", "meta", "super", "hyper"}:
+        return False
+    return (len(key) == 1 or key in {k.value for k in Keys} or key in KEY_NAME_REPLACEMENTS.values()
+            or key_to_character(key) is not None)
 
 
 def _quoted_block(text: str) -> list[str]:

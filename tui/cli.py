@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=None, metavar="N",
                    help="end an answer after this many generated tokens")
-    p.add_argument("--payload-limit", type=int, default=None, metavar="CHARS",
-                   help="cut tool results the model reads to this many characters")
+    p.add_argument("--payload-limit", type=int, default=None, metavar="TOKENS",
+                   help="cut a tool result the model reads to this many tokens (default 1000; less where the "
+                        "free context is less)")
     p.add_argument("--copy-bias", type=float, default=None, metavar="LOGITS",
                    help="steer call argument values toward words and numbers the conversation holds "
                         "(0: off, inf: only those; default: on for the embedded model only)")
@@ -116,7 +117,7 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     if args.max_tokens < 1:
         raise UsageError(f"--max-tokens must be at least 1 (the most tokens an answer may have), not {args.max_tokens}.")
     if args.payload_limit < 1:
-        raise UsageError(f"--payload-limit must be at least 1 (the characters of a result the model reads), "
+        raise UsageError(f"--payload-limit must be at least 1 (the tokens of a result the model reads), "
                          f"not {args.payload_limit}.")
     from asynclm import (EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL,
                          EMBEDDED_SAMPLING)
@@ -167,14 +168,25 @@ def resolve_model(spec: str) -> Path:
 
 
 def _load_script(arg: str) -> list[str]:
+    """The turns of ``--script``, each checked against the block grammar."""
+    from asynclm.core.policy import ScriptViolation, check_script
+
+    turns = [arg]
     if arg.startswith("@"):
         path = Path(arg[1:]).expanduser()
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise UsageError(f"Cannot read the script file {path}: {exc.strerror or exc}.") from None
-        return [line for line in lines if line.strip()]
-    return [arg]
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror or exc if isinstance(exc, OSError) else "it is not a UTF-8 text file"
+            raise UsageError(f"Cannot read the script file {path}: {why}.") from None
+        turns = [line for line in lines if line.strip()]
+    for n, turn in enumerate(turns, 1):
+        try:
+            check_script(turn)
+        except ScriptViolation as exc:
+            where = f" (turn {n})" if len(turns) > 1 else ""
+            raise UsageError(f"The script breaks the call protocol{where}: {exc}.") from None
+    return turns
 
 
 def build_tools(args: argparse.Namespace) -> tuple["Registry", list[str]]:

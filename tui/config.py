@@ -57,7 +57,7 @@ class Settings:
     max_tokens: int = 4096
     turn_timeout: float = 300.0  # seconds a turn may take, waits included (0: no limit)
     extra_buffers: str = "auto"  # llama.cpp's extra buffer types: auto | on | off (core/llama.py)
-    payload_limit: int = 2000
+    payload_limit: int = 1000  # tokens
     copy_bias: float | None = None  # None: on for the embedded model only (core/copying.py)
     complete_calls: bool | None = None  # None: on for the embedded model only (core/completion.py)
     break_loops: bool | None = None  # None: on for the embedded model only (core/engine.py, starts_loop)
@@ -95,13 +95,18 @@ _SAMPLING_TYPES = {"temperature": float, "top_k": int, "top_p": float, "min_p": 
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """The settings in the config file, or the defaults if there is none."""
-    path = path or config_path()
+    """The settings in the config file, or the defaults if there is none. A file named on the command
+    line (``path``) must exist."""
     settings = Settings()
+    if path is not None and not path.exists():
+        raise ConfigError(f"There is no config file {path}.")
+    path = path or config_path()
     if not path.exists():
         return settings
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file, as a TOML config file must be.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
     except OSError as exc:

@@ -337,8 +337,10 @@ def test_failing_hanging_and_huge_tools_give_payloads_and_the_session_goes_on(ma
     text = "".join(e.text for e in log.of(ev.InterruptInjected))
     assert "[INTR] b [HEAD] error: RuntimeError: disk on fire [END]" in text
     assert "[INTR] h [HEAD] error: TimeoutError: no result within 0.3s [END]" in text
-    huge = [p for p in text.split("[INTR]") if p.startswith(" x [HEAD]")]
-    assert len(huge) == 1 and "cut 998000 of 1000000 chars" in huge[0] and len(huge[0]) < 2200
+    [huge] = [p for p in text.split("[INTR]") if p.startswith(" x [HEAD]")]
+    kept = huge.removeprefix(" x [HEAD] ").removesuffix(" [END]")
+    assert kept.endswith(f"…[cut {1_000_000 - kept.index(' …')} of 1000000 chars]")
+    assert len(engine.backend.tokenize(kept)) <= EngineConfig().payload_limit, "cut in tokens"
     assert len(log.first(ev.CallFinished, call_id="x").result) == 1_000_000, "kept whole in the event"
     assert engine.ask("again", timeout=60)
     assert log.answer(turn=2) == "still here"
@@ -450,6 +452,32 @@ def test_a_full_context_ends_the_turn_with_a_notice_and_the_session_goes_on(make
     assert engine.ask("again", timeout=60)
     assert log.answer(turn=2) == "fresh start"
 
+
+
+def test_a_result_larger_than_the_free_context_is_cut_to_fit_and_the_answer_goes_on(make_engine):
+    engine, log = make_engine(['[CALL] x [HEAD] huge(n=20000) [END][TRAP] [END]Read it.',
+                               '[CALL] y [HEAD] huge(n=20000) [END][CALL] z [HEAD] huge(n=30000) [END]Both.',
+                               "Still here."], n_ctx=2048, config=EngineConfig(payload_limit=100_000))
+    assert engine.ask("read the big one", timeout=60)
+    assert log.first(ev.TurnEnded).reason == "done" and log.answer() == "Read it."
+    entered = log.first(ev.InterruptInjected, sources=("x",))
+    assert "…[cut " in entered.text and "of 20000 chars]" in entered.text
+    room = min(256, 2048 // 8)
+    assert entered.position + entered.n_tokens <= 2048 - room, "room is left for the answer"
+    assert engine.ask("and these two", timeout=60)
+    assert log.answer(turn=2) == "Both." and log.first(ev.TurnEnded, turn=2).reason == "done"
+    assert engine.ask("still there?", timeout=60), "the next message is taken while it fits"
+    assert log.answer(turn=3) == "Still here." and not log.of(ev.MessageNotSent)
+
+
+def test_a_script_that_breaks_the_protocol_ends_its_answer_with_one_sentence(make_engine, caplog):
+    engine, log = make_engine(["Hi [END] there", "next"])
+    assert engine.ask("go", timeout=60)
+    assert log.first(ev.TurnEnded).reason == "error"
+    [notice] = [n.message for n in log.of(ev.Notice) if n.level == "error"]
+    assert notice.startswith("The script broke the call protocol: the script writes token")
+    assert not caplog.records, "said once, with no traceback in the log"
+    assert engine.ask("again", timeout=60) and log.answer(turn=2) == "next"
 
 
 def test_a_message_longer_than_any_context_is_handed_back_once_and_the_session_goes_on(make_engine):

@@ -48,6 +48,20 @@ def test_a_file_with_one_broken_function_still_loads_the_others(tmp_path):
     assert problems == [f"{path}: function 'broken' cannot be a tool: parameter 'x' has no type annotation."]
 
 
+def test_a_user_tool_named_like_a_built_in_is_refused_and_named(tmp_path):
+    from asynclm.tools.builtins import default_registry
+
+    path = tmp_path / "mine.py"
+    path.write_text('def calculator(expression: str) -> str:\n    """Mine."""\n    return "0"\n\n'
+                    'def shout(text: str) -> str:\n    """Upper-case."""\n    return text.upper()\n')
+    reg = default_registry()
+    builtin = reg.get("calculator")
+    problems = load_tool_file(path, reg)
+    assert reg.get("calculator") is builtin and reg.get("shout") is not None
+    assert problems == [f"{path}: function 'calculator' was not loaded: there is already a tool named "
+                        "'calculator' (rename it, or give it another name with @tool(name=...))."]
+
+
 def test_decorator_options_reach_the_tool(tmp_path):
     path = tmp_path / "t.py"
     path.write_text(GOOD_AND_BAD)

@@ -9,6 +9,7 @@ import sys
 from asynclm import EMBEDDED_MODEL
 from asynclm.core.dialect import select_dialect
 from asynclm.core.llama import LlamaBackend
+from conftest import EMPTY_CONFIG
 
 
 def test_the_embedded_model_ships_small_with_markers_as_control_tokens():
@@ -25,7 +26,7 @@ def test_the_embedded_model_ships_small_with_markers_as_control_tokens():
 
 def test_asynclm_chat_with_no_model_answers_on_the_embedded_model(tmp_path):
     r = subprocess.run([sys.executable, "-m", "asynclm.tui.cli", "--headless", "--json", "--no-session",
-                        "--temperature", "0", "--prompt", "what is 12*34", "--config", str(tmp_path / "none.toml")],
+                        "--temperature", "0", "--prompt", "what is 12*34", "--config", str(EMPTY_CONFIG)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]

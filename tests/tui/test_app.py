@@ -456,6 +456,51 @@ def test_a_message_the_context_cannot_take_comes_back_to_the_prompt(tiny_model, 
 
 
 
+def test_a_full_context_says_which_key_starts_a_new_session_and_the_message_goes_there(tiny_model, tmp_path):
+    def make_engine(progress):
+        backend = LlamaBackend(tiny_model, n_ctx=1024, n_threads=2, progress=progress)  # 806 for the tools
+        return Engine(backend, make_test_tools(), policy=ScriptedPolicy([prose(20, "filler"), "Fresh."]),
+                      config=EngineConfig())
+
+    message = prose(15)  # too long for what is left, not for a new session
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path)
+        async with app.run_test(size=(140, 45), notifications=True) as pilot:
+            await ask(pilot, app, "hi")
+            await send(pilot, app, message)
+            prompt = app.query_one("#prompt", PromptArea)
+            await until(pilot, lambda: prompt.text == message.strip())
+            notices = [n.message for n in app._notifications]
+            assert "Press Ctrl+N for a new session, then Enter to send the message again." in notices
+            await pilot.press("ctrl+n")
+            await until(pilot, lambda: not app.turns)
+            prompt.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: any(isinstance(e, ev.TurnEnded) and e.text == "Fresh." for e in app.events))
+    asyncio.run(go())
+
+
+def test_a_bad_keymap_entry_is_named_in_a_notice_and_the_good_ones_apply(tiny_model, tmp_path):
+    def make_engine(progress):
+        return Engine(LlamaBackend(tiny_model, n_ctx=4096, n_threads=2), make_test_tools(),
+                      policy=ScriptedPolicy([]))
+
+    keymap = {"stopp": "ctrl+q", "help": "ctrlx", "export": "ctrl+n", "timeline": "ctrl+o"}
+
+    async def go():
+        app = ChatApp(make_engine, export_dir=tmp_path, keymap=keymap)
+        async with app.run_test(size=(140, 45), notifications=True) as pilot:
+            await pilot.pause(0.1)
+            notices = [n.message for n in app._notifications]
+            assert any("there is no binding 'stopp'" in n for n in notices), notices
+            assert any("'ctrlx' for help is not a key name" in n for n in notices), notices
+            assert any("ctrl+n is already the key of" in n for n in notices), notices
+            assert app._keymap == {"timeline": "ctrl+o"}, "the good entry applies"
+            assert app._binding_key("new_session") == "ctrl+n" and app._binding_key("help") == "f1"
+    asyncio.run(go())
+
+
 def test_words_that_look_like_markup_are_shown_as_they_are(tmp_path):
     from asynclm.core.modelgen import write_random_llama
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from asynclm.tui.config import ConfigError, load_settings
+from conftest import EMPTY_CONFIG
 
 
 def test_settings_are_read_and_typed(tmp_path):
@@ -17,7 +18,7 @@ def test_settings_are_read_and_typed(tmp_path):
     assert s.model == "~/m.gguf" and s.mode == "sync" and s.timeline is False
     assert s.sampling.temperature == 0.0 and s.sampling.top_k == 10 and s.sampling.top_p == 0.95
     assert s.keymap == {"stop": "ctrl+c"}
-    assert load_settings(tmp_path / "absent.toml").mode == "async"
+    assert load_settings(EMPTY_CONFIG).mode == "async"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -47,13 +48,20 @@ def test_flags_override_the_config_and_a_bad_config_stops_the_cli_in_one_line(tm
     bad.write_text("mode = 3")
     r = run("--config", str(bad))
     assert r.returncode == 2 and r.stderr.strip() == f"asynclm-chat: {bad}: mode should be str, not 3."
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'mode = "sync"\n# caf\xe9\n')
+    r = run("--config", str(latin))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"asynclm-chat: {latin} is not a UTF-8 text file, as a TOML config file must be.")
+    r = run("--config", str(tmp_path / "typo.toml"))
+    assert r.returncode == 2 and r.stderr.strip() == f"asynclm-chat: There is no config file {tmp_path / 'typo.toml'}."
 
 
 def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model):
     from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL
     from asynclm.tui.cli import UsageError, apply_settings, build_parser
 
-    none = tmp_path / "none.toml"
+    none = EMPTY_CONFIG
 
     def bias(*argv: str) -> float:
         args = build_parser().parse_args(["--config", str(none), *argv])
@@ -85,7 +93,7 @@ def test_the_decode_time_help_is_on_for_the_embedded_model_only_unless_set(tmp_p
     from asynclm import EMBEDDED_MODEL
     from asynclm.tui.cli import build_engine, apply_settings, build_parser, build_tools
 
-    none, flag = tmp_path / "none.toml", "--" + name.replace("_", "-")
+    none, flag = EMPTY_CONFIG, "--" + name.replace("_", "-")
 
     def check(*argv: str, config: Path = none) -> bool:
         args = build_parser().parse_args(["--config", str(config), *argv])
@@ -122,7 +130,7 @@ def test_threads_are_checked_against_the_cores(tmp_path, tiny_model):
     cores = len(os.sched_getaffinity(0))
 
     def threads(*argv: str) -> int | None:
-        args = build_parser().parse_args(["--model", str(tiny_model), "--config", str(tmp_path / "none.toml"),
+        args = build_parser().parse_args(["--model", str(tiny_model), "--config", str(EMPTY_CONFIG),
                                           *argv])
         apply_settings(args)
         return args.threads

@@ -14,7 +14,7 @@ import pytest
 from asynclm.core import events as ev
 from asynclm.core.transcript import read_transcript
 from asynclm.tui.demo import DemoError, builtin_demos, load_demo, parse_demo, play_headless
-from conftest import prose
+from conftest import EMPTY_CONFIG, prose
 
 BUILTIN = [p.stem for p in builtin_demos()]
 
@@ -176,7 +176,7 @@ def test_builtin_demo_plays_headless_on_the_embedded_model(name, tmp_path):
     entered the running answer and the model called what it asked for."""
     session = tmp_path / "session.jsonl"
     r = subprocess.run([sys.executable, "-m", "asynclm.tui.cli", "--demo", name, "--headless", "--session",
-                        str(session), "--config", str(tmp_path / "none.toml")],
+                        str(session), "--config", str(EMPTY_CONFIG)],
                        capture_output=True, text=True, timeout=240, cwd=tmp_path)
     demo = load_demo(builtin_demos()[BUILTIN.index(name)])
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-1500:]

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import EMPTY_CONFIG
+
 SCRIPT = ('On it.[CALL] w [HEAD] wait(seconds=0.2) [END][CALL] c [HEAD] calculator(expression="17*23") [END]'
           "Working.[TRAP] [END]17*23 is 391.[TRAP] [END] Done.")
 
@@ -59,6 +61,10 @@ def test_headless_on_a_sampling_model_ends_cleanly(tiny_model):
     (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens must be at least 1"),
     (["--model", "{tiny}", "--prompt", "hi", "--payload-limit", "0"], "--payload-limit must be at least 1"),
     (["--model", "{tiny}", "--prompt", "hi", "--turn-timeout", "-1"], "--turn-timeout must be 0 (no limit) or more"),
+    (["--model", "{tiny}", "--prompt", "hi", "--script", '[CALL] a [HEAD] calculator('],
+     "The script breaks the call protocol: it ends inside a call block."),
+    (["--model", "{tiny}", "--prompt", "hi", "--script", "hi [END] there"],
+     "The script breaks the call protocol: [END] outside a block is not allowed (after 'hi [END]')."),
     (["--model", "{tiny}", "--prompt", "hi", "--resume", "/nonexistent/s.jsonl"], "No session file '/nonexistent/s.jsonl'"),
     (["--model", "{tiny}", "--prompt", "hi", "--resume", "{bytes}"], "it is not a UTF-8 text file."),
     (["--model", "{tiny}", "--prompt", "hi", "--resume", "{empty}"], "the session file has no session in it."),
@@ -72,6 +78,12 @@ def test_bad_input_gives_one_sentence(tiny_model, tmp_path, args, message):
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_session_file_that_cannot_be_written_is_one_sentence(tiny_model, tmp_path):
+    r = run_cli("--headless", "--model", str(tiny_model), "--prompt", "hi", "--script", "ok", "--session", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"asynclm-chat: Cannot write the session file {tmp_path}: Is a directory.")
 
 
 def test_headless_resume_continues_the_same_session_in_the_same_file(tiny_model, tmp_path):
@@ -96,7 +108,7 @@ def test_a_missing_embedded_model_is_one_sentence(monkeypatch, tmp_path, capsys)
     from asynclm.tui import cli
 
     monkeypatch.setattr(asynclm, "EMBEDDED_MODEL", tmp_path / "gone.gguf")
-    assert cli.main(["--headless", "--prompt", "hi", "--no-session", "--config", str(tmp_path / "none.toml")]) == 2
+    assert cli.main(["--headless", "--prompt", "hi", "--no-session", "--config", str(EMPTY_CONFIG)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"asynclm-chat: No model given and the embedded model is missing ({tmp_path / 'gone.gguf'}): "
                    "pass --model PATH to a GGUF file.")

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from conftest import EMPTY_CONFIG
 
 if shutil.which("tmux") is None:
     if os.environ.get("CI"):
@@ -48,7 +49,7 @@ def test_chat_in_a_real_terminal(tmp_path):
     session = f"asynclm-{uuid.uuid4().hex[:8]}"
     cmd = " ".join(shlex.quote(a) for a in [
         sys.executable, "-m", "asynclm.tui.cli", "--script", f"@{script}",
-        "--session", str(tmp_path / "session.jsonl"), "--config", str(tmp_path / "none.toml")])
+        "--session", str(tmp_path / "session.jsonl"), "--config", str(EMPTY_CONFIG)])
     tmux("new-session", "-d", "-s", session, "-x", "140", "-y", "45")
     tmux("set-option", "-t", session, "window-size", "manual")
     tmux("resize-window", "-t", session, "-x", "140", "-y", "45")
