@@ -24,9 +24,6 @@ returns a value derived from its arguments.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
-import inspect
 import json
 import os
 import random
@@ -34,8 +31,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +40,10 @@ from asynclm.core.dialect import Dialect, select_dialect
 from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
-from asynclm.tools.registry import Registry, Tool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bfcl import Call, Task, bfcl_tasks, combine, latency_of, registry_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("sync", "sync-parallel", "async")
@@ -54,57 +52,6 @@ ARRIVALS = (0.0, 0.2, 0.4)  # user-triggered tasks: seconds after the model's fi
 
 # ------------------------------------------------------------------------------------------------
 # Tasks
-
-
-@dataclass
-class Call:
-    call_id: str
-    name: str
-    args: dict[str, Any]
-    refs: dict[str, str] = field(default_factory=dict)  # argument -> id of the call whose result it takes
-
-    def expr(self) -> str:
-        parts = [f"{k}={v!r}" for k, v in self.args.items()] + [f"{k}={v}" for k, v in self.refs.items()]
-        return f"{self.name}({', '.join(parts)})"
-
-
-@dataclass
-class Task:
-    task_id: str
-    workload: str
-    segments: list[list[Call]]  # the first from the user's message, the others typed mid-answer
-    requests: list[str]
-    functions: dict[str, dict]  # name -> BFCL parameters schema
-
-
-def latency_of(name: str) -> float:
-    """Seconds, fixed per function name: 30-500 ms, mean about 110 ms (30 + 470 * u**4.9)."""
-    u = zlib.crc32(name.encode()) / 2**32
-    return 0.030 + 0.470 * u ** 4.875
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def bfcl_tasks(bfcl_dir: Path, category: str, limit: int) -> list[Task]:
-    questions = _read_jsonl(bfcl_dir / f"BFCL_v4_{category}.json")
-    answers = {a["id"]: a for a in _read_jsonl(bfcl_dir / "possible_answer" / f"BFCL_v4_{category}.json")}
-    tasks = []
-    for q in questions[:limit]:
-        functions = {f["name"]: f.get("parameters", {}) for f in q["function"]}
-        calls = []
-        for i, truth in enumerate(answers[q["id"]]["ground_truth"], 1):
-            (name, params), = truth.items()
-            # An answer may name an optional argument its function does not declare
-            # (parallel_multiple_12's "permeability"); a call with it could not run, so it is left out.
-            declared = functions.get(name, {}).get("properties", {})
-            args = {k: next(v for v in allowed if v != "") for k, allowed in params.items()
-                    if any(v != "" for v in allowed) and k in declared}
-            calls.append(Call(f"c{i}", name, args))
-        user = " ".join(m["content"] for m in q["question"][0] if m["role"] == "user")
-        tasks.append(Task(q["id"], category, [calls], [user], functions))
-    return tasks
 
 
 def multi_step_tasks(n: int, seed: int) -> list[Task]:
@@ -130,49 +77,8 @@ def multi_step_tasks(n: int, seed: int) -> list[Task]:
 
 def user_interrupt_tasks(parallel: list[Task], n: int) -> list[Task]:
     """Three parallel tasks per item; the user types the second and third while the model writes."""
-    tasks = []
-    for t in range(n):
-        parts = [parallel[(3 * t + k) % len(parallel)] for k in range(3)]
-        segments, functions = [], {}
-        for k, part in enumerate(parts):
-            segments.append([Call(f"u{k + 1}{c.call_id}", c.name, c.args) for c in part.segments[0]])
-            functions.update(part.functions)
-        tasks.append(Task(f"user_interrupts_{t}", "user_interrupts", segments,
-                          [p.requests[0] for p in parts], functions))
-    return tasks
-
-
-# ------------------------------------------------------------------------------------------------
-# Tools with emulated latencies
-
-TYPES = {"string": str, "integer": int, "float": float, "boolean": bool, "number": float}
-
-
-def emulated_tool(name: str, schema: dict, scale: float) -> Tool:
-    latency = latency_of(name)
-
-    async def run(**kwargs: Any) -> str:
-        await asyncio.sleep(latency * scale)
-        digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:8]
-        return f"{name}: {digest}"
-
-    required = set(schema.get("required", []))
-    params, hints = [], {}
-    for pname, prop in schema.get("properties", {}).items():
-        tp = TYPES.get(prop.get("type"), Any)
-        hints[pname] = tp
-        params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, annotation=tp,
-                                        default=inspect.Parameter.empty if pname in required else None))
-    params.sort(key=lambda p: p.default is not inspect.Parameter.empty)
-    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    run.__annotations__ = hints
-    run.__name__ = name.replace(".", "_")
-    return Tool(run, name=name, estimate=latency * scale, timeout=30.0,
-                description=f"emulated, {latency * 1000:.0f} ms")
-
-
-def registry_for(task: Task, scale: float) -> Registry:
-    return Registry(emulated_tool(name, schema, scale) for name, schema in task.functions.items())
+    return [combine([parallel[(3 * t + k) % len(parallel)] for k in range(3)], f"user_interrupts_{t}",
+                    "user_interrupts") for t in range(n)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -385,10 +291,15 @@ def workloads(args: argparse.Namespace) -> dict[str, list[Task]]:
     bfcl = Path(args.bfcl_dir)
     if not (bfcl / "BFCL_v4_parallel.json").exists():
         raise SystemExit(f"no BFCL data in {bfcl}; pass --bfcl-dir (see ../shared/bfcl/README.md)")
-    parallel = bfcl_tasks(bfcl, "parallel", max(args.tasks, 3 * args.tasks))
+    loaded = {category: bfcl_tasks(bfcl, category, 3 * args.tasks) for category in ("parallel", "parallel_multiple")}
+    for category, got in loaded.items():
+        if got.skipped:
+            print(f"{category}: skipped {len(got.skipped)} task(s) whose answers could not run: "
+                  + "; ".join(f"{k} ({why})" for k, why in got.skipped.items()), file=sys.stderr)
+    parallel = loaded["parallel"].tasks
     chosen = {
         "parallel": parallel[:args.tasks],
-        "parallel_multiple": bfcl_tasks(bfcl, "parallel_multiple", args.tasks),
+        "parallel_multiple": loaded["parallel_multiple"].tasks[:args.tasks],
         "multi_step": multi_step_tasks(args.tasks, args.seed),
         "user_interrupts": user_interrupt_tasks(parallel, args.tasks),
     }

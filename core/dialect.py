@@ -185,6 +185,7 @@ class NativeDialect(Dialect):
 
 
 INTR_PREFIXES = ("", "[", "[I", "[IN", "[INT")
+END_PREFIXES = ("", "[", "[E", "[EN", "[END")
 
 
 class TemplateDialect(Dialect):
@@ -212,8 +213,8 @@ class TemplateDialect(Dialect):
         inside = _as_ids(control + eog)
         self._banned = {BlockState.OUTSIDE: outside, BlockState.CALL_ID: inside,
                         BlockState.CALL_BODY: inside, BlockState.TRAP: inside}
-        self._intr_bans = self._completing_intr()
-        self._masks: dict[tuple[BlockState, str], np.ndarray] = {}
+        self._intr_bans, self._end_bans = self._completing_markers()
+        self._masks: dict[tuple[BlockState, str, str], np.ndarray] = {}
 
     def describe(self) -> str:
         return f"{self.name} ({self.template.info.name} template)"
@@ -223,24 +224,38 @@ class TemplateDialect(Dialect):
             return None
         return f"This model has no chat template; using the built-in {self.template.info.name} template."
 
-    def _completing_intr(self) -> dict[str, np.ndarray]:
-        """For each way the text may end in a prefix of ``[INTR``, the tokens that would complete it."""
-        bans: dict[str, list[int]] = {p: [] for p in INTR_PREFIXES}
+    def _completing_markers(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """For each way the text may end in a prefix of ``[INTR``, the tokens that would complete it;
+        and for each way it may end in a prefix of ``[END]``, the tokens that would complete it and go
+        on in the same piece (Qwen's ``][``): a block's end is then written as a token of its own, so
+        that nothing after it is in the context or on screen when an interrupt enters there."""
+        intr: dict[str, list[int]] = {p: [] for p in INTR_PREFIXES}
+        end: dict[str, list[int]] = {p: [] for p in END_PREFIXES}
         for tok in range(self.backend.n_vocab):
             piece = self.backend.piece(tok).decode("utf-8", errors="ignore")
             if not piece:
                 continue
             for prefix in INTR_PREFIXES:
                 if "[INTR" in prefix + piece:
-                    bans[prefix].append(tok)
-        return {p: _as_ids(v) for p, v in bans.items()}
+                    intr[prefix].append(tok)
+            for prefix in END_PREFIXES:
+                text = prefix + piece
+                at = text.find(Marker.END.value)
+                if at != -1 and at + len(Marker.END.value) < len(text):
+                    end[prefix].append(tok)
+        return {p: _as_ids(v) for p, v in intr.items()}, {p: _as_ids(v) for p, v in end.items()}
 
     def banned(self, state: BlockState, tail: str) -> np.ndarray:
-        prefix = next((p for p in reversed(INTR_PREFIXES) if p and tail.endswith(p)), "")
-        key = (state, prefix)
+        intr = next((p for p in reversed(INTR_PREFIXES) if p and tail.endswith(p)), "")
+        end = next((p for p in reversed(END_PREFIXES) if p and tail.endswith(p)), "") if state in (
+            BlockState.CALL_BODY, BlockState.TRAP) else None
+        key = (state, intr, end)
         mask = self._masks.get(key)
         if mask is None:
-            mask = self._masks[key] = np.union1d(self._banned[state], self._intr_bans[prefix])
+            mask = np.union1d(self._banned[state], self._intr_bans[intr])
+            if end is not None:
+                mask = np.union1d(mask, self._end_bans[end])
+            self._masks[key] = mask
         return mask
 
     # --- what the engine writes ---------------------------------------------------------------

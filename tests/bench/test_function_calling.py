@@ -62,16 +62,70 @@ def test_smoke_run_reports_every_workload_and_async_is_not_slower_on_parallel(tm
 
 def test_ground_truth_calls_hold_only_arguments_their_functions_declare():
     sys.path.insert(0, str(ROOT / "bench"))
-    from function_calling import bfcl_tasks
+    from bfcl import bfcl_tasks
 
-    for category in ("parallel", "parallel_multiple"):
-        for task in bfcl_tasks(BFCL, category, 200):
+    for category in ("parallel", "parallel_multiple", "multiple", "simple_python"):
+        loaded = bfcl_tasks(BFCL, category, 400)
+        assert len(loaded.tasks) + len(loaded.skipped) >= 200, "any category file is read"
+        for task in loaded.tasks:
             for call in task.segments[0]:
                 declared = task.functions[call.name].get("properties", {})
                 assert set(call.args) <= set(declared), (task.task_id, call.name, call.args)
     # BFCL's answer for this task names an argument its function lacks
-    task = next(t for t in bfcl_tasks(BFCL, "parallel_multiple", 13) if t.task_id == "parallel_multiple_12")
+    task = next(t for t in bfcl_tasks(BFCL, "parallel_multiple", 13).tasks if t.task_id == "parallel_multiple_12")
     assert [c.args for c in task.segments[0]][1] == {"electric_field": 5.0, "distance": 3.0, "charge": 0.0}
+
+
+def test_answer_sets_become_one_concrete_valid_argument_or_none():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bfcl import OMIT, accepts, concrete, matches
+
+    assert concrete(["", "copper"]) == "copper" and concrete([None, 3]) == 3
+    assert concrete(["dontcare"]) is OMIT and concrete([""]) is OMIT and concrete([None]) is OMIT
+    assert concrete([["Friends"]]) == ["Friends"], "a list value is a value"
+    assert concrete([{"city": ["Paris"], "unit": ["", "celsius"], "note": [""]}]) == {"city": "Paris", "unit": "celsius"}
+    assert accepts(["", "copper"], "Copper ") and not accepts(["copper"], "iron") and accepts([5], 5.0)
+    assert accepts([{"city": ["Paris", "paris, fr"], "unit": [""]}], {"city": "Paris, FR"})
+    assert not accepts([True], 1), "a boolean is not a number"
+    truth = {"calc": {"a": [1], "b": ["", 2]}}
+    assert matches(truth, "calc", {"a": 1}) and matches(truth, "calc", {"a": 1.0, "b": 2})
+    assert not matches(truth, "calc", {"b": 2}) and not matches(truth, "calc", {"a": 1, "c": 0})
+    assert not matches(truth, "other", {"a": 1})
+
+
+def test_tasks_keep_their_own_functions_and_unrunnable_ones_are_skipped_and_counted(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bfcl import bfcl_tasks, combine
+
+    questions = [
+        {"id": "p_0", "question": [[{"role": "user", "content": "area of 2 and 3"}]],
+         "function": [{"name": "area", "parameters": {"type": "dict", "properties": {
+             "w": {"type": "integer"}, "h": {"type": "integer"}}, "required": ["w", "h"]}}]},
+        {"id": "p_1", "question": [[{"role": "user", "content": "area of a circle of 2"}]],
+         "function": [{"name": "area", "parameters": {"type": "dict", "properties": {
+             "radius": {"type": "float"}}, "required": ["radius"]}}]},
+        {"id": "p_2", "question": [[{"role": "user", "content": "broken"}]],
+         "function": [{"name": "f", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}}}]},
+        {"id": "p_3", "question": [[{"role": "user", "content": "unknown"}]], "function": []},
+    ]
+    answers = [
+        {"id": "p_0", "ground_truth": [{"area": {"w": [2], "h": [3]}}]},
+        {"id": "p_1", "ground_truth": [{"area": {"radius": [2.0], "unit": ["", "cm"]}}]},
+        {"id": "p_2", "ground_truth": [{"f": {"n": ["many"]}}]},
+        {"id": "p_3", "ground_truth": [{"g": {}}]},
+    ]
+    (tmp_path / "possible_answer").mkdir()
+    for path, rows in ((tmp_path / "BFCL_v4_mine.json", questions),
+                       (tmp_path / "possible_answer" / "BFCL_v4_mine.json", answers)):
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    loaded = bfcl_tasks(tmp_path, "mine", 10)
+    assert [t.task_id for t in loaded.tasks] == ["p_0", "p_1"]
+    assert set(loaded.skipped) == {"p_2", "p_3"}
+    assert "does not validate" in loaded.skipped["p_2"] and "does not declare" in loaded.skipped["p_3"]
+    both = combine(loaded.tasks, "both", "user_interrupts")
+    assert set(both.functions) == {"area", "area_2"}, "the same name with other parameters is kept apart"
+    assert [[c.name for c in s] for s in both.segments] == [["area"], ["area_2"]]
+    assert both.functions["area_2"]["properties"] == {"radius": {"type": "float"}}
 
 
 def test_the_bound_writes_a_message_typed_mid_answer_as_soon_as_it_enters(tiny_model):

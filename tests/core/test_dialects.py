@@ -218,6 +218,28 @@ def test_the_model_cannot_write_an_interrupt_or_a_turn_header(run_engine, family
     assert not set(backend.eog_tokens.tolist()) & banned, "outside a block the answer may end"
 
 
+def test_a_block_ends_on_a_token_of_its_own_so_nothing_after_it_leaks(run_engine):
+    """Qwen's vocabulary has ``][`` as one token: closing [END] and opening text in one piece, it
+    would put a ``[`` before the result and on screen. At a block's end such tokens are banned."""
+    engine, _ = run_engine("qwen2", [])
+    backend, dialect = engine.backend, engine.dialect
+    merged = backend.tokenize("][")
+    assert len(merged) == 1, "the vocabulary has the merged token"
+    closing = backend.tokenize("]")
+    for text, state in (("Go.[CALL] a [HEAD] f() [END", "call-body"), ("Go.[TRAP] [END", "trap")):
+        monitor = dialect.new_monitor()
+        for token in dialect.text_tokens(text):
+            monitor.feed(token)
+        assert monitor.state.value == state
+        banned = set(monitor.banned().tolist())
+        assert merged[0] in banned and closing[0] not in banned
+        assert {t for t in range(backend.n_vocab) if backend.piece(t).startswith(b"]") and len(backend.piece(t)) > 1} <= banned
+    monitor = dialect.new_monitor()
+    for token in dialect.text_tokens("An array: [1, 2"):
+        monitor.feed(token)
+    assert merged[0] not in set(monitor.banned().tolist()), "outside a block it may be written"
+
+
 def test_calls_in_the_family_syntax_become_cml_calls(run_engine):
     script = ('Checking.<tool_call>{"name": "calculator", "arguments": {"expression": "17*23"}}</tool_call>'
               '<tool_call>{"name": "echo", "arguments": "not json"}</tool_call>[TRAP] [END]Done.')
