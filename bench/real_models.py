@@ -1,16 +1,19 @@
-"""Real models through the real engine: a fixed set of requests over the built-in tools, per dialect and mode.
+"""Real models through the real engine: a fixed set of requests, per dialect and mode.
 
-Nothing is forced: the model decodes greedily, its calls run on the real tools, results enter as they
-come. A request's calls are exact when the model made each call asked for (same tool, and the same
-result, or for the clock the same zone) and no other, refused calls included; its answer has every
-value when each number a call returned appears in it (as written or rounded); it ended by itself when
-its reason is ``done``.
+Nothing is forced: the model decodes greedily, its calls run on real or emulated tools, results enter
+as they come. A built-in request's calls are exact when the model made each call asked for (same tool,
+and the same result, or for the clock the same zone) and no other, refused calls included; its answer
+has every value when each number a call returned appears in it (as written or rounded). A BFCL task's
+calls are exact when they are its answer as BFCL checks it (each expected call once, every argument
+one of its allowed values). A turn ended by itself when its reason is ``done``.
 
-    python bench/real_models.py --model qwen2.5-coder-0.5b --dialect tools --dialect chat
+    python bench/real_models.py --model qwen2.5-coder-0.5b --dialect tools --dialect text
     python bench/real_models.py --model qwen2.5-coder-0.5b --requests 3 --mode async   # a quick look
 
-The set: one to four independent calls, a dependent pair, a message typed while the model answers, a
-timer beside a calculation, and requests that need no tool. Prints a table and writes ``--out`` (JSON).
+The set: 21 requests over the built-in tools (one to four independent calls, a dependent pair, a
+message typed while the model answers, a timer beside a calculation, two that need no tool), then
+``--bfcl`` tasks of each of BFCL's parallel, parallel-multiple and multiple categories, their functions
+emulated with latencies of 30-500 ms (``bench/bfcl.py``). Prints a table and writes ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import re
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +40,15 @@ from asynclm.core.llama import LlamaBackend  # noqa: E402
 from asynclm.core.promptcache import PromptCache  # noqa: E402
 from asynclm.core.sampling import SamplingSettings  # noqa: E402
 from asynclm.tools.builtins import default_registry  # noqa: E402
+from asynclm.tools.registry import Registry  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bfcl import Task, bfcl_tasks, matches, registry_for  # noqa: E402
+
+BFCL_CATEGORIES = ("parallel", "parallel_multiple", "multiple")
+# the chat dialect's worked example (core/chat.py): its made-up tools, opening and values
+EXAMPLE = re.compile(r"slow_lookup|fast_lookup|Starting both|\bA is 1\b|\bB is 2\b")
 
 MODES = ("sync", "sync-parallel", "async")
 MARKUP = re.compile(r'\[(CALL|INTR|HEAD|END|TRAP)\]|</?tool_call>|</?tool_response>|<\||\{\s*"name"\s*:')
@@ -47,6 +60,8 @@ class Request:
     calls: tuple[str, ...]  # the calls asked for, as CML expressions
     typed: str = ""  # typed once the answer's first call has started
     typed_calls: tuple[str, ...] = ()
+    task: Task | None = None  # a BFCL task: its emulated functions are the tools, its answers the calls asked for
+    dependent: bool = False  # a call takes another's result
 
 
 REQUESTS = [
@@ -79,12 +94,54 @@ REQUESTS = [
     Request("Convert 1, 2, 3 and 4 miles to kilometers.",
             tuple(f'convert_units(value={n}, from_unit="mile", to_unit="km")' for n in range(1, 5))),
     Request("What is 6*7? Then convert that many kilometers to miles.",
-            ('calculator(expression="6*7")', 'convert_units(value=42, from_unit="km", to_unit="mile")')),
+            ('calculator(expression="6*7")', 'convert_units(value=42, from_unit="km", to_unit="mile")'),
+            dependent=True),
     Request("What is 8*9?", ('calculator(expression="8*9")',), typed="Also, what is 10*11?",
             typed_calls=('calculator(expression="10*11")',)),
     Request("Hi! What can you do?", ()),
     Request("Say hello in French.", ()),
 ]
+
+
+def bfcl_requests(bfcl_dir: Path, per_category: int) -> tuple[list[Request], dict[str, str]]:
+    """The first runnable tasks of BFCL's parallel, parallel-multiple and multiple categories, and the
+    tasks skipped because their answers could not run."""
+    requests: list[Request] = []
+    skipped: dict[str, str] = {}
+    for category in BFCL_CATEGORIES:
+        loaded = bfcl_tasks(bfcl_dir, category, per_category)
+        skipped.update(loaded.skipped)
+        requests += [Request(t.requests[0], tuple(c.expr() for c in t.segments[0]), task=t) for t in loaded.tasks]
+    return requests, skipped
+
+
+def bfcl_exact(task: Task, tools, made: list[str]) -> bool:
+    """Whether the calls made are the task's answer: each a distinct made call that BFCL accepts."""
+    named = []
+    for expr in made:
+        try:
+            call = parse_call(expr)
+            tool = tools.get(call.name)
+            named.append((call.name, tool.bind(call.args, call.kwargs) if tool is not None and not call.refs else None))
+        except (CallSyntaxError, TypeError, ValueError):
+            named.append((expr, None))
+    if len(named) != len(task.answers):
+        return False
+    left = list(named)
+    for truth in task.answers:
+        hit = next((m for m in left if m[1] is not None and matches(truth, m[0], m[1])), None)
+        if hit is None:
+            return False
+        left.remove(hit)
+    return True
+
+
+def use_tools(registry: Registry, tools) -> None:
+    """Make ``registry`` hold exactly ``tools`` (a new session then gives the model the new list)."""
+    for name in registry.names():
+        registry.remove(name)
+    for tool in tools:
+        registry.add(tool)
 
 
 class Oracle:
@@ -142,7 +199,7 @@ def values_in(answer: str, results: list[str]) -> bool:
 @dataclass
 class Outcome:
     exact: bool = False
-    values: bool = False
+    values: bool | None = False  # None where the results have no values to repeat (BFCL's emulated ones)
     ended: bool = False
     reason: str = ""
     leaked: bool = False
@@ -152,6 +209,8 @@ class Outcome:
     waits: list[float] = field(default_factory=list)
     answer: str = ""
     calls: list[str] = field(default_factory=list)
+    parallel: bool = False  # two or more independent calls asked for
+    example: bool = False  # the answer or its calls repeat the prompt's worked example
 
 
 def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) -> Outcome:
@@ -192,6 +251,12 @@ def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) ->
     refused = [e for e in events if isinstance(e, ev.CallRejected)]
     out.calls += [f"refused: {e.raw}" for e in refused]
     asked = list(req.calls + req.typed_calls)
+    out.parallel = len(req.calls) >= 2 and not req.dependent
+    out.example = EXAMPLE.search(out.answer + " ".join(out.calls)) is not None
+    if req.task is not None:
+        out.exact = not refused and bfcl_exact(req.task, engine.tools, list(made.values()))
+        out.values = None
+        return out
     unmatched = list(made.values())
     for a in asked:
         hit = next((m for m in unmatched if oracle.same(a, m, results)), None)
@@ -208,9 +273,19 @@ def summarise(outcomes: list[Outcome]) -> dict:
     n = len(outcomes)
     waits = sorted(w for o in outcomes for w in o.waits)
     firsts = [o.first_token for o in outcomes if o.first_token is not None]
-    pct = lambda k: round(100 * sum(getattr(o, k) for o in outcomes) / n, 1) if n else None  # noqa: E731
+
+    def pct(key: str, among: list[Outcome] = outcomes) -> float | None:
+        scored = [getattr(o, key) for o in among if getattr(o, key) is not None]
+        return round(100 * sum(scored) / len(scored), 1) if scored else None
+
+    builtin = outcomes[:len(REQUESTS)]
+    parallel = [o.turn_seconds for o in outcomes if o.parallel]
     return {
-        "requests": n, "exact_calls": pct("exact"), "every_value": pct("values"), "ended_by_itself": pct("ended"),
+        "requests": n, "exact_calls": pct("exact"), "exact_calls_builtin": pct("exact", builtin),
+        "exact_calls_bfcl": pct("exact", outcomes[len(REQUESTS):]),
+        "every_value": pct("values"), "ended_by_itself": pct("ended"),
+        "mentions_example": sum(o.example for o in outcomes),
+        "parallel_turn_median_s": round(statistics.median(parallel), 2) if parallel else None,
         "loops": sum(o.reason in ("repetition", "idle_trap", "refused_calls", "length", "timeout") for o in outcomes),
         "leaked_markup": sum(o.leaked for o in outcomes),
         "tokens_mean": round(statistics.mean(o.tokens for o in outcomes), 1) if n else None,
@@ -226,45 +301,68 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="a named model, hf: file or GGUF path")
     p.add_argument("--dialect", action="append", choices=["tools", "chat", "text"], help="(repeatable; default: tools)")
     p.add_argument("--mode", action="append", choices=MODES, help="(repeatable; default: all three)")
-    p.add_argument("--requests", type=int, default=len(REQUESTS), help="the first N requests of the set")
+    p.add_argument("--requests", type=int, default=None, help="the first N requests of the set")
+    p.add_argument("--bfcl", type=int, default=8, metavar="N",
+                   help="tasks of each BFCL category (parallel, parallel_multiple, multiple) after the built-in "
+                        "requests (default 8; 0: none)")
+    p.add_argument("--bfcl-dir", type=Path, default=ROOT.parent / "shared" / "bfcl",
+                   help="the BFCL data folder (default: ../shared/bfcl)")
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--timeout", type=float, default=240.0, help="seconds a turn may take")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     model = resolve(args.model)
-    tools = default_registry()
+    builtins = list(default_registry())
+    tools = Registry(builtins)
     oracle = Oracle(default_registry())
+    bfcl, skipped = bfcl_requests(args.bfcl_dir, args.bfcl) if args.bfcl else ([], {})
+    requests = (REQUESTS + bfcl)[:args.requests]
     backend = LlamaBackend(model, n_ctx=4096, n_threads=args.threads)
-    report = {"model": args.model, "requests": [r.text for r in REQUESTS[:args.requests]], "runs": {}}
-    for dialect in args.dialect or ["tools"]:
-        for mode in args.mode or list(MODES):
-            config = EngineConfig(mode=Mode(mode), max_turn_tokens=args.max_tokens, turn_seconds=args.timeout)
-            engine = Engine(backend, tools, dialect=dialect, config=config, prompt_cache=PromptCache(),
-                            sampling=SamplingSettings(temperature=0.0, repeat_penalty=1.0))
-            outcomes = []
-            with engine:
-                for req in REQUESTS[:args.requests]:
-                    o = run_request(engine, req, oracle, args.timeout + 30)
-                    outcomes.append(o)
-                    print(f"{dialect:5} {mode:13} {'exact' if o.exact else '-----'} "
-                          f"{'values' if o.values else '------'} {o.reason:13} {req.text[:40]:40} | "
-                          f"{'; '.join(o.calls)[:80]} | {o.answer[:80]!r}", flush=True)
-            summary = summarise(outcomes)
-            report["runs"][f"{dialect}/{mode}"] = {"summary": summary, "outcomes": [o.__dict__ for o in outcomes]}
-            print(json.dumps({f"{dialect}/{mode}": summary}), flush=True)
+    report = {"model": args.model, "requests": [r.text for r in requests], "bfcl_skipped": skipped, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="asynclm-openings-") as openings:
+        cache = PromptCache(Path(openings), keep=len(requests) + 4)  # each request's opening, across the modes
+        for dialect in args.dialect or ["tools"]:
+            for mode in args.mode or list(MODES):
+                config = EngineConfig(mode=Mode(mode), max_turn_tokens=args.max_tokens, turn_seconds=args.timeout)
+                engine = Engine(backend, tools, dialect=dialect, config=config, prompt_cache=cache,
+                                sampling=SamplingSettings(temperature=0.0, repeat_penalty=1.0))
+                outcomes = []
+                with engine:
+                    for req in requests:
+                        use_tools(tools, registry_for(req.task, 1.0) if req.task is not None else builtins)
+                        o = run_request(engine, req, oracle, args.timeout + 30)
+                        outcomes.append(o)
+                        print(f"{dialect:5} {mode:13} {'exact' if o.exact else '-----'} "
+                              f"{'values' if o.values else '------'} {o.reason:13} {req.text[:40]:40} | "
+                              f"{'; '.join(o.calls)[:80]} | {o.answer[:80]!r}", flush=True)
+                summary = summarise(outcomes)
+                report["runs"][f"{dialect}/{mode}"] = {"summary": summary, "outcomes": [o.__dict__ for o in outcomes]}
+                print(json.dumps({f"{dialect}/{mode}": summary}), flush=True)
     backend.close()
-    print("\n| dialect/mode | exact calls | every value | ended by itself | loops | leaked | tokens | "
-          "first token | turn | result wait (median / p99) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for key, run in report["runs"].items():
-        s = run["summary"]
-        print(f"| {key} | {s['exact_calls']}% | {s['every_value']}% | {s['ended_by_itself']}% | {s['loops']} | "
-              f"{s['leaked_markup']} | {s['tokens_mean']} | {s['first_token_median_s']}s | {s['turn_median_s']}s | "
-              f"{s['result_wait_median_s']}s / {s['result_wait_p99_s']}s |")
+    print_table(report)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{len(report['requests'])} requests; BFCL tasks skipped because their answers could not run: "
+          f"{len(report['bfcl_skipped'])}")
+    print("\n| dialect/mode | exact calls (built-in / BFCL) | every value | ended by itself | loops | leaked | "
+          "example | tokens | first token | turn | parallel turn | result wait (median / p99) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for key, run in report["runs"].items():
+        s = run["summary"]
+        print(f"| {key} | {s['exact_calls']}% ({s['exact_calls_builtin']}% / {s['exact_calls_bfcl']}%) | "
+              f"{s['every_value']}% | {s['ended_by_itself']}% | {s['loops']} | {s['leaked_markup']} | "
+              f"{s['mentions_example']} | {s['tokens_mean']} | {s['first_token_median_s']}s | {s['turn_median_s']}s | "
+              f"{s['parallel_turn_median_s']}s | {s['result_wait_median_s']}s / {s['result_wait_p99_s']}s |")
+    for dialect in dict.fromkeys(key.split("/")[0] for key in report["runs"]):
+        sync, fast = report["runs"].get(f"{dialect}/sync"), report["runs"].get(f"{dialect}/async")
+        if sync and fast and fast["summary"]["parallel_turn_median_s"]:
+            ratio = sync["summary"]["parallel_turn_median_s"] / fast["summary"]["parallel_turn_median_s"]
+            print(f"{dialect}: on the parallel requests, async answers {ratio:.2f}x as fast as sync (median turn)")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,14 @@ def parse_call(text: str) -> CallExpr:
     source = text.strip()
     if not source:
         raise CallSyntaxError("the call is empty")
+    if source.startswith("{"):  # a family-syntax call whose JSON did not parse (``core.toolcalls``)
+        try:
+            json.loads(source)
+        except ValueError as exc:
+            raise CallSyntaxError(f"the call is not valid JSON ({getattr(exc, 'msg', exc)} at character "
+                                  f"{getattr(exc, 'pos', 0)}); write each argument as a JSON value, "
+                                  "such as 1200, not 20 * 60") from None
+        raise CallSyntaxError('the call needs a "name" string and an "arguments" object')
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:

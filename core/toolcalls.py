@@ -23,6 +23,8 @@ from .cml import neutralise
 OPEN, CLOSE, FENCE = "<tool_call>", "</tool_call>", "```"
 _CALL_TAG_LIKE = re.compile(r"<(\s*/?\s*tool_call\s*)>", re.IGNORECASE)
 _CALL_OBJECT_LIKE = re.compile(r'\{(\s*"name"\s*:)')
+# the opening of a call object: what a model meant as a call even where its JSON then breaks
+_CALL_OPENING = re.compile(r'\s*\{\s*"name"\s*:\s*"[^"\n]+"\s*,\s*"(?:arguments|parameters)"\s*:')
 
 
 def neutralise_call_tags(text: str) -> str:
@@ -241,7 +243,7 @@ class ToolCallSyntax:
             if end is None:
                 return None
             body = text[at:end]
-            if read_call(body) is not None:
+            if read_call(body) is not None or _CALL_OPENING.match(body):
                 self._call(body, out, tagged=body)
             else:
                 self._emit(out, echoed_result(body) or body)
@@ -256,6 +258,9 @@ class ToolCallSyntax:
         block = text[header_end + 1:close]
         json_fence = text[at + len(FENCE):header_end].strip() in ("", "json")
         calls = read_calls(block) if json_fence else None
+        if calls is None and json_fence and _CALL_OPENING.match(block) and not self._quoted(block):
+            self._call(block, out, tagged=text[at:close + len(FENCE)])  # meant as a call: it is refused, and why
+            return close + len(FENCE)
         if calls is None or any(self._quoted(json.dumps({"name": n, "arguments": a})) for n, a in calls) \
                 or self._quoted(block):
             fenced = text[at:close + len(FENCE)]

@@ -72,6 +72,21 @@ def test_a_broken_call_becomes_a_call_the_parser_rejects():
     assert out.startswith("[CALL] t1 [HEAD] {") and out.endswith("[END]")
 
 
+@pytest.mark.parametrize("written", [
+    '```json\n{\n  "name": "spotify.play",\n  "arguments": {"artist": "Taylor Swift", "duration": 20 * 60}\n}\n```',
+    '{"name": "spotify.play", "arguments": {"duration": 20 * 60}}',
+])
+def test_a_call_object_with_broken_json_is_a_call_the_parser_rejects_and_says_why(written):
+    from asynclm.core.cml import CallSyntaxError, parse_call
+
+    out = run(written)
+    assert out.startswith("[CALL] t1 [HEAD] {") and out.endswith("[END]") and "```" not in out
+    body = out.removeprefix("[CALL] t1 [HEAD] ").removesuffix(" [END]")
+    with pytest.raises(CallSyntaxError, match="not valid JSON .*write each argument as a JSON value"):
+        parse_call(body)
+    assert run(written, quoted=lambda body: True).count("[CALL]") == 0, "a quotation of one stays text"
+
+
 def test_read_call_wants_the_shape_of_a_call():
     assert read_call(CALC) == ("calculator", {"expression": "12*34"})
     assert read_call('{"name": "f"}') == ("f", {})
