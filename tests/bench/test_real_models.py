@@ -10,7 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from real_models import MARKUP, Oracle, values_in  # noqa: E402
+from real_models import MARKUP, Oracle, bfcl_exact, bfcl_requests, use_tools, values_in  # noqa: E402
+from bfcl import registry_for  # noqa: E402
+from conftest import shared_data  # noqa: E402
 
 from asynclm.core.catalog import NAMED_MODELS, status  # noqa: E402
 from asynclm.tools.builtins import default_registry  # noqa: E402
@@ -37,6 +39,24 @@ def test_calls_match_by_their_results():
                        "convert_units(value=5, from_unit='kilogram', to_unit='pound')", {})
     assert oracle.same('current_time(timezone="Asia/Tokyo")', "current_time(timezone='Asia/Tokyo')", {})
     assert not oracle.same('current_time(timezone="Europe/Berlin")', "current_time(timezone='Europe/Oslo')", {})
+
+
+@pytest.mark.skipif(shared_data("bfcl", "ASYNCLM_BFCL_DIR") is None, reason="no BFCL data beside the checkout")
+def test_bfcl_tasks_score_as_bfcl_does_on_their_own_tools():
+    requests, skipped = bfcl_requests(shared_data("bfcl", "ASYNCLM_BFCL_DIR"), 2)
+    assert len(requests) == 6 and not skipped
+    spotify = requests[0]
+    assert spotify.task.task_id == "parallel_0" and len(spotify.calls) == 2
+    tools = registry_for(spotify.task, 0.0)
+    right = ["spotify.play(artist='Maroon 5', duration=15)", "spotify.play(artist='taylor swift', duration=20.0)"]
+    assert bfcl_exact(spotify.task, tools, right), "any order, case and number type"
+    assert not bfcl_exact(spotify.task, tools, right[:1]), "a call missing"
+    assert not bfcl_exact(spotify.task, tools, right + right[:1]), "a call too many"
+    assert not bfcl_exact(spotify.task, tools, [right[0], "spotify.play(artist='Adele', duration=20)"])
+    assert not bfcl_exact(spotify.task, tools, [right[0], "spotify.play(artist='Taylor Swift', duration=20"])
+    registry = default_registry()
+    use_tools(registry, tools)
+    assert registry.names() == ["spotify.play"]
 
 
 @pytest.mark.slow
