@@ -206,7 +206,9 @@ class Outcome:
     tokens: int = 0
     first_token: float | None = None
     turn_seconds: float = 0.0
-    waits: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)  # a result's arrival to the start of its injection
+    prefills: list[float] = field(default_factory=list)  # and the injection itself
+    step: float = 0.0  # the median decode step of the turn
     answer: str = ""
     calls: list[str] = field(default_factory=list)
     parallel: bool = False  # two or more independent calls asked for
@@ -246,8 +248,10 @@ def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) ->
     made = {e.call_id: e.expr for e in events if isinstance(e, ev.CallDetected)}
     results = {e.call_id: e.result for e in events if isinstance(e, ev.CallFinished)}
     out.calls = list(made.values())
-    out.waits = [e.latency for e in events if isinstance(e, ev.InterruptInjected)
-                 if any(s in results for s in e.sources)]
+    entered = [e for e in events if isinstance(e, ev.InterruptInjected) if any(s in results for s in e.sources)]
+    out.waits = [e.latency - e.prefill for e in entered]
+    out.prefills = [e.prefill for e in entered]
+    out.step = statistics.median(e.seconds for e in tokens) if tokens else 0.0
     refused = [e for e in events if isinstance(e, ev.CallRejected)]
     out.calls += [f"refused: {e.raw}" for e in refused]
     asked = list(req.calls + req.typed_calls)
@@ -293,6 +297,8 @@ def summarise(outcomes: list[Outcome]) -> dict:
         "turn_median_s": round(statistics.median(o.turn_seconds for o in outcomes), 2) if n else None,
         "result_wait_median_s": round(statistics.median(waits), 3) if waits else None,
         "result_wait_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
+        "result_prefill_median_s": round(statistics.median(p for o in outcomes for p in o.prefills), 3) if waits else None,
+        "decode_step_median_s": round(statistics.median(o.step for o in outcomes if o.step), 3) if n else None,
     }
 
 
@@ -350,14 +356,16 @@ def print_table(report: dict) -> None:
     print(f"\n{len(report['requests'])} requests; BFCL tasks skipped because their answers could not run: "
           f"{len(report['bfcl_skipped'])}")
     print("\n| dialect/mode | exact calls (built-in / BFCL) | every value | ended by itself | loops | leaked | "
-          "example | tokens | first token | turn | parallel turn | result wait (median / p99) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "example | tokens | first token | turn | parallel turn | result wait (median / p99) | its prefill | "
+          "decode step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key, run in report["runs"].items():
         s = run["summary"]
         print(f"| {key} | {s['exact_calls']}% ({s['exact_calls_builtin']}% / {s['exact_calls_bfcl']}%) | "
               f"{s['every_value']}% | {s['ended_by_itself']}% | {s['loops']} | {s['leaked_markup']} | "
               f"{s['mentions_example']} | {s['tokens_mean']} | {s['first_token_median_s']}s | {s['turn_median_s']}s | "
-              f"{s['parallel_turn_median_s']}s | {s['result_wait_median_s']}s / {s['result_wait_p99_s']}s |")
+              f"{s['parallel_turn_median_s']}s | {s['result_wait_median_s']}s / {s['result_wait_p99_s']}s | "
+              f"{s['result_prefill_median_s']}s | {s['decode_step_median_s']}s |")
     for dialect in dict.fromkeys(key.split("/")[0] for key in report["runs"]):
         sync, fast = report["runs"].get(f"{dialect}/sync"), report["runs"].get(f"{dialect}/async")
         if sync and fast and fast["summary"]["parallel_turn_median_s"]:

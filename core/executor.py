@@ -96,7 +96,7 @@ Confirmer = Callable[[Call], Awaitable[bool]]
 
 
 class Executor:
-    CLOSE_GRACE = 0.5  # seconds running calls get to end, once cancelled, when the executor closes
+    CLOSE_GRACE = 0.25  # seconds running calls get to end, once cancelled, when the executor closes
 
     def __init__(
         self,
@@ -139,7 +139,7 @@ class Executor:
         self._semaphore = asyncio.Semaphore(self.max_concurrency)
         self._loop.call_soon(self._ready.set)
         self._loop.run_forever()
-        pending = asyncio.all_tasks(self._loop)
+        pending = asyncio.all_tasks(self._loop) - self._abandoned  # those already left behind stay so
         for task in pending:
             task.cancel()
         if pending:  # a tool that ignores its cancellation is not waited for

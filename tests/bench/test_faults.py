@@ -6,11 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import faults  # noqa: E402
 
 
+@pytest.mark.timeout(900)  # about 3 minutes on two idle cores
 def test_a_thousand_faulty_calls_each_get_one_result_and_every_process_exits(tmp_path, report_counts):
     out = tmp_path / "faults.json"
     code = faults.main(["--calls", "1000", "--out", str(out)])
