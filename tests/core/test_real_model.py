@@ -1,4 +1,4 @@
-"""A real model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), installed through ``asynclm[qwen-0.5b]``.
+"""A real model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), installed through ``asynclm[qwen-0-5b]``.
 
 It loads and evaluates batches on this CPU (llama.cpp's extra buffer types crash on CPUs with AMX:
 the probe decides), and answers requests end to end through the real engine, greedily, in the
