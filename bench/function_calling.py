@@ -18,6 +18,7 @@ returns a value derived from its arguments.
     python bench/function_calling.py                               # embedded + realistic model
     python bench/function_calling.py --models tiny --tasks 3       # quick
     python bench/function_calling.py --model my.gguf               # also any GGUF
+    python bench/function_calling.py --models "" --model qwen2.5-coder-0.5b --tasks 5   # a real model
     python bench/function_calling.py --ms-per-token 5              # emulate a remote model
 """
 
@@ -327,8 +328,10 @@ def model_paths(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
         else:
             raise SystemExit(f"unknown model {name!r}; choose from embedded, tiny, realistic, realistic-bpe "
                              "(or --model PATH)")
-    if args.model:
-        paths[Path(args.model).stem] = Path(args.model)
+    if args.model:  # a GGUF path, or a named model (asynclm-chat --models)
+        from asynclm.core.catalog import resolve
+
+        paths[Path(args.model).stem] = Path(resolve(args.model))
     return paths
 
 
@@ -414,7 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="embedded,realistic",
                    help="comma-separated: embedded, tiny, realistic (a generated 246M-parameter shape with "
                         "a character vocabulary), realistic-bpe (the same shape with Llama 3's tokenizer)")
-    p.add_argument("--model", help="also any GGUF file")
+    p.add_argument("--model", help="also any GGUF file, or a named model such as qwen2.5-coder-0.5b")
     p.add_argument("--bfcl-dir", default=str(ROOT.parent / "shared" / "bfcl"))
     p.add_argument("--vocab-dir", default=str(ROOT.parent / "shared" / "vocab"),
                    help="real tokenizers, for realistic-bpe")

@@ -203,7 +203,6 @@ def error_payload(exc_type: str, message: str) -> str:
 
 
 CANCELLED_PAYLOAD = "cancelled"
-LOST_PAYLOAD = error_payload("Lost", "the session stopped before this call returned; call it again if it is still needed")
 
 _MARKER_LIKE = re.compile(r"\[(\s*)(CALL|INTR|TRAP|END|HEAD)(\s*)\]", re.IGNORECASE)
 

@@ -29,9 +29,10 @@ from typing import Callable
 import numpy as np
 
 from . import events as ev
+from . import notes
 from .cml import (
     BlockState, CallClosed, CallExpr, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
-    is_call_id, parse_call, tool_estimates, cut, uncut, CANCELLED_PAYLOAD, LOST_PAYLOAD,
+    is_call_id, parse_call, tool_estimates, cut, uncut, CANCELLED_PAYLOAD,
 )
 from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_task, likely_enough
 from .copying import CopyBias, token_texts
@@ -84,8 +85,6 @@ class EngineConfig:
     refused_calls: int = 5  # calls in a row that could not run (no text or started call between) end the turn
 
 
-STOPPED_NOTE = "the user stopped the answer"
-NOTHING_PENDING_NOTE = "nothing is pending: no call is running and no message is waiting"
 REPEATS = 8  # a piece of text written this many times in a row is a loop (``repeating``)
 ANSWER_ROOM = 256  # tokens results leave free for the answer to go on (an eighth of a smaller context)
 CHARS_PER_TOKEN = 16  # more than any token's length: a result is pre-cut to payload_limit times this
@@ -167,12 +166,6 @@ def starts_loop(text: str, copies: int = LOOP_COPIES) -> str:
     return ""
 
 
-
-
-def estimates_note(moved: dict[str, str]) -> str:
-    """The system note that tells the model some tools' shown estimates have moved (``moved``: tool ->
-    estimate as the tool list shows it, in tool-list order)."""
-    return "updated estimates: " + " | ".join(f"{name} {shown}" for name, shown in moved.items())
 
 
 def token_logprob(logits: np.ndarray, token: int) -> float:
@@ -467,17 +460,16 @@ class Engine:
         try:
             self.backend.eval(tokens)  # on the decode thread, like every evaluation
         except ContextFull:
-            self._emit(ev.Notice(level="error", message=(
-                f"The session {path} needs {len(tokens)} tokens, more than this context of "
-                f"{self.backend.n_ctx}; starting a new session instead (use a larger --n-ctx).")))
+            self._emit(ev.Notice(level="error", message=notes.session_too_long(
+                path, len(tokens), self.backend.n_ctx, self.backend.info.n_ctx_train)))
             self.backend.reset()
             self._begin_session()
             return
         self._emit(ev.SessionResumed(path=path, tokens=len(tokens), turns=self.turn))
         for call_id, name in self._lost:  # running when the session stopped: the model hears what became of it
-            self._emit(ev.CallFailed(call_id=call_id, name=name, error=LOST_PAYLOAD, elapsed=0.0))
-            self.queue.put(Interrupt(call_id, LOST_PAYLOAD, "error"))
-            self._emit(ev.InterruptQueued(source=call_id, kind="error", payload=LOST_PAYLOAD))
+            self._emit(ev.CallFailed(call_id=call_id, name=name, error=notes.LOST, elapsed=0.0))
+            self.queue.put(Interrupt(call_id, notes.LOST, "error"))
+            self._emit(ev.InterruptQueued(source=call_id, kind="error", payload=notes.LOST))
         self._lost = []
 
     def _pending(self) -> bool:
@@ -598,7 +590,7 @@ class Engine:
                             "coming; the answer was ended there.")))
                         break
                     if self.dialect.notes_idle_traps:
-                        self._queue(Interrupt("system", NOTHING_PENDING_NOTE, "system"))
+                        self._queue(Interrupt("system", notes.NOTHING_PENDING, "system"))
                         self._trap("trap", deadline)
                 elif trap:
                     self._trap("trap", deadline)
@@ -653,7 +645,7 @@ class Engine:
         if typed:
             message, fits = self._not_sent(exc, typed)
         else:
-            message = f"{exc} The turn ended here; the transcript is kept. Start a new session to go on."
+            message = notes.turn_ended_full(str(exc))
         self._emit(ev.Notice(level="error", message=message))
         for item in typed:
             self._emit(ev.MessageNotSent(text=item.payload, fits_new_session=fits))
@@ -669,11 +661,8 @@ class Engine:
         fresh = len(self.dialect.session_start()) + tokens(Interrupt("system", self._tools_text, "system"))
         longest = max(map(tokens, typed))
         if fresh + longest < n_ctx:
-            return f"{exc} Your message was not sent: start a new session and send it again.", True
-        n_train = self.backend.info.n_ctx_train
-        larger = f", or start with a larger --n-ctx (up to the model's {n_train})" if n_train > n_ctx else ""
-        return (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a "
-                f"new session ({fresh} go to the tool list): it was not sent. Shorten it{larger}."), False
+            return notes.message_held_back(str(exc)), True
+        return notes.message_too_long(longest, n_ctx, fresh, self.backend.info.n_ctx_train), False
 
     def _steer(self, logits: np.ndarray, monitor: Monitor, recent: str) -> np.ndarray:
         """The engine's steering of the model's logits where ``monitor`` stands: the copy bias in a call's
@@ -989,7 +978,7 @@ class Engine:
         now, before = tool_estimates(current), tool_estimates(self._tools_text)
         self._tools_text = current
         if now.keys() == before.keys():
-            note = estimates_note({name: shown for name, shown in now.items() if before[name] != shown})
+            note = notes.estimates_updated({name: shown for name, shown in now.items() if before[name] != shown})
         else:
             note = f"updated {current}"
         self._queue(Interrupt("system", note, "system"), front=True)
@@ -1130,7 +1119,7 @@ class Engine:
         settle = self.config.stop_settle
         if settle > 0:
             self.queue.wait(lambda items: cancelled <= {i.source for i in items}, lambda: False, settle)
-        self._queue(Interrupt("system", STOPPED_NOTE, "system"))
+        self._queue(Interrupt("system", notes.STOPPED, "system"))
         if settle <= 0:
             return
         items = self.queue.drain()

@@ -47,7 +47,7 @@ from typing import Any, Iterator
 from unittest import mock
 
 from asynclm.core.cml import CANCELLED_PAYLOAD, Marker, Ref, error_payload, render_payload, render_value
-from asynclm.core.engine import STOPPED_NOTE, estimates_note
+from asynclm.core import notes
 from asynclm.tools import builtins as builtin_tools
 from asynclm.tools.builtins import default_registry
 from asynclm.tools.registry import Registry, _format_ms, longest_first
@@ -854,7 +854,7 @@ class Simulator:
         turn.stopped = True
         for cid in sorted(pending, key=lambda c: int(c[1:])):
             self.engine(Marker.INTR, f" {cid} ", Marker.HEAD, f" {CANCELLED_PAYLOAD} ", Marker.END)
-        self.engine(Marker.INTR, " system ", Marker.HEAD, f" {STOPPED_NOTE} ", Marker.END, EOS)
+        self.engine(Marker.INTR, " system ", Marker.HEAD, f" {notes.STOPPED} ", Marker.END, EOS)
 
     def update_estimates(self, called: list[str]) -> None:
         """Observed latencies have moved the estimates of some tools called so far: the engine says so
@@ -867,7 +867,7 @@ class Simulator:
         moved = {name: _format_ms(est[name]) for name in longest_first(est)
                  if _format_ms(est[name]) != before[name]}
         if moved:
-            self.engine(Marker.INTR, " system ", Marker.HEAD, f" {estimates_note(moved)} ", Marker.END)
+            self.engine(Marker.INTR, " system ", Marker.HEAD, f" {notes.estimates_updated(moved)} ", Marker.END)
 
 
 STOP_RATE = 0.2  # answers the user stops part way, among those a later request follows

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from asynclm.core import events as ev
-from asynclm.core.engine import NOTHING_PENDING_NOTE, STOPPED_NOTE, EngineConfig, Mode, repeating, starts_loop
+from asynclm.core import notes
+from asynclm.core.engine import EngineConfig, Mode, repeating, starts_loop
 from asynclm.core.cml import Marker, split_atoms
 from asynclm.core.interrupts import Interrupt
 from asynclm.core.policy import ScriptedPolicy
@@ -107,8 +108,8 @@ def test_a_trap_with_nothing_pending_gets_a_note_and_the_fourth_ends_the_turn(ma
     engine, log = make_engine(["Thinking.[TRAP] [END][TRAP] [END]Nothing to wait for.[TRAP] [END][TRAP] [END]never",
                                "next turn"])
     assert engine.ask("go", timeout=60)
-    notes = [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",) and NOTHING_PENDING_NOTE in e.text]
-    assert len(notes) == 3, "a model trained on CML is told, three times"
+    told = [e for e in log.of(ev.InterruptInjected) if e.sources == ("system",) and notes.NOTHING_PENDING in e.text]
+    assert len(told) == 3, "a model trained on CML is told, three times"
     end = log.first(ev.TurnEnded)
     assert end.reason == "idle_trap" and end.text == "Thinking.Nothing to wait for."
     assert any("waited 4 times with no call running" in n.message for n in log.of(ev.Notice))
@@ -236,7 +237,7 @@ def test_stop_mid_answer_ends_within_one_token_and_keeps_the_partial_reply(make_
     # The stopped answer takes in the cancellation and the stop note before it ends...
     closing = log.of(ev.InterruptInjected)[-1]
     assert closing.sources == ("w", "system") and log.index(closing) < log.index(end)
-    assert closing.text == f"[INTR] w [HEAD] cancelled [END][INTR] system [HEAD] {STOPPED_NOTE} [END]"
+    assert closing.text == f"[INTR] w [HEAD] cancelled [END][INTR] system [HEAD] {notes.STOPPED} [END]"
     # ... and is closed as a finished one is (end-of-sequence): the next message opens a new turn
     # the way it always does, rather than entering the old answer, where a model takes it for an
     # addition.

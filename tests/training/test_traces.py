@@ -7,7 +7,7 @@ import re
 import pytest
 
 from asynclm.core.cml import CANCELLED_PAYLOAD, Marker, parse_call
-from asynclm.core.engine import STOPPED_NOTE
+from asynclm.core import notes
 from training import entities as ent
 from training.traces import ACKS_ADD, ACKS_CHANGE, BOS, EOS, _ms, make_session, task_spans
 
@@ -185,7 +185,7 @@ def test_a_stopped_answer_cancels_what_runs_and_the_next_request_is_answered_ane
         session = make_session(seed)
         b = [x for x in blocks(session) if x[0] != "text" or x[3].strip()]
         for i, x in enumerate(b):
-            if not (x[0] == "intr" and x[3] == STOPPED_NOTE):
+            if not (x[0] == "intr" and x[3] == notes.STOPPED):
                 continue
             stops += 1
             assert b[i + 1] == (EOS, False, "", EOS), "the engine ends a stopped answer"
@@ -210,7 +210,7 @@ def test_a_stopped_answer_cancels_what_runs_and_the_next_request_is_answered_ane
 
 
 def test_moved_estimates_come_before_a_request_and_name_only_tools_called_before():
-    notes = 0
+    moved = 0
     for seed in range(120):
         session = make_session(seed)
         b = blocks(session)
@@ -219,11 +219,11 @@ def test_moved_estimates_come_before_a_request_and_name_only_tools_called_before
             if kind == "call":
                 called.add(parse_call(body).name)
             if kind == "intr" and body.startswith("updated estimates: "):
-                notes += 1
+                moved += 1
                 assert b[i - 1][0] == EOS and b[i + 1][:3] == ("intr", False, "user")
                 names = [entry.split(" ")[0] for entry in body.split(": ", 1)[1].split(" | ")]
                 assert names and set(names) <= called
-    assert notes > 10
+    assert moved > 10
 
 
 def _looks_real(path: str) -> bool:

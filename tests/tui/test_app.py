@@ -361,7 +361,7 @@ def killed_mid_call(tiny_model, tmp_path):
 
 
 def test_a_call_running_when_the_session_was_killed_is_reported_lost_on_resume(tiny_model, tmp_path):
-    from asynclm.core.cml import LOST_PAYLOAD
+    from asynclm.core.notes import LOST
     from asynclm.core.transcript import TranscriptWriter, read_transcript
 
     path = killed_mid_call(tiny_model, tmp_path)
@@ -378,12 +378,12 @@ def test_a_call_running_when_the_session_was_killed_is_reported_lost_on_resume(t
         app = ChatApp(make_engine, export_dir=tmp_path, history=history)
         async with app.run_test(size=(140, 45)) as pilot:
             await until(pilot, lambda: "w" in app.panes and app.panes["w"].state == "failed")
-            assert app.panes["w"].result == LOST_PAYLOAD
+            assert app.panes["w"].result == LOST
             await until(pilot, lambda: "0 pending" in str(app.query_one("#status").render()))
             await send(pilot, app, "well?")
             await until(pilot, lambda: ended(app, turn=2))
             opening = next(e for e in app.events if isinstance(e, ev.InterruptInjected) and "well?" in e.text)
-            assert f"[INTR] w [HEAD] {LOST_PAYLOAD} [END]" in opening.text, "the model is told"
+            assert f"[INTR] w [HEAD] {LOST} [END]" in opening.text, "the model is told"
     asyncio.run(go())
     again = list(read_transcript(path))
     assert sum(isinstance(e, ev.CallFailed) and e.call_id == "w" for e in again) == 1, "recorded, once"
