@@ -20,15 +20,14 @@ def estimates_updated(moved: dict[str, str]) -> str:
 
 # --- to the user ----------------------------------------------------------------------------------
 
-def larger_context(n_ctx: int, n_train: int) -> str:
-    """How the context could be larger, if the model allows it ("" if not)."""
-    return f"a larger context (up to the model's {n_train} tokens)" if n_train > n_ctx else ""
+def larger_context(n_ctx: int, n_train: int, lead: str) -> str:
+    """``lead`` and how the context could be larger, where the model allows it ("" where not)."""
+    return f"{lead}a larger context (up to the model's {n_train} tokens)" if n_train > n_ctx else ""
 
 
 def session_too_long(path: str, needed: int, n_ctx: int, n_train: int) -> str:
-    more = larger_context(n_ctx, n_train)
     return (f"The session {path} needs {needed} tokens, more than this context of {n_ctx}; starting a new "
-            f"session instead{f' (it would fit in {more})' if more else ''}.")
+            f"session instead{larger_context(n_ctx, n_train, '; it would fit in ')}.")
 
 
 def message_held_back(context_full: str) -> str:
@@ -36,9 +35,8 @@ def message_held_back(context_full: str) -> str:
 
 
 def message_too_long(longest: int, n_ctx: int, fresh: int, n_train: int) -> str:
-    more = larger_context(n_ctx, n_train)
-    return (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a new "
-            f"session ({fresh} go to the tool list): it was not sent. Shorten it{f', or use {more}' if more else ''}.")
+    return (f"Your message is {longest} tokens, more than this context of {n_ctx} holds even in a new session "
+            f"({fresh} go to the tool list): it was not sent. Shorten it{larger_context(n_ctx, n_train, ', or use ')}.")
 
 
 def turn_ended_full(context_full: str) -> str:
