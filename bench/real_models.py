@@ -345,10 +345,10 @@ def main(argv=None) -> int:
                 summary = summarise(outcomes)
                 report["runs"][f"{dialect}/{mode}"] = {"summary": summary, "outcomes": [o.__dict__ for o in outcomes]}
                 print(json.dumps({f"{dialect}/{mode}": summary}), flush=True)
+                if args.out:  # after each run, so that a long evaluation stopped early keeps what it measured
+                    args.out.write_text(json.dumps(report, indent=1))
     backend.close()
     print_table(report)
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
     return 0
 
 
