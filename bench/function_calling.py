@@ -41,6 +41,7 @@ from asynclm.core.dialect import Dialect, select_dialect
 from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
+from asynclm.core.reducer import SessionState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -183,9 +184,10 @@ def measure(log: list[ev.Event], task: Task, engine: Engine, scripts: list[str])
     # each token's own time: on a busy machine the speed moves within a task, and the bound should
     # price the tokens before a call as they really took, not at the task's mean
     token_seconds = [e.seconds for e in tokens]
-    started = {e.call_id: e.t for e in log if isinstance(e, ev.CallStarted)}
-    finished = {e.call_id: e.t for e in log if isinstance(e, (ev.CallFinished, ev.CallFailed))}
-    runtime = {c: finished[c] - started[c] for c in finished if c in started}
+    session = SessionState()
+    for e in log:
+        session.apply(e)
+    runtime = {c.call_id: c.took for c in session.calls.values() if c.state in ("done", "failed") and c.took is not None}
     calls = {c.call_id: c for seg in task.segments for c in seg}
     if set(runtime) != set(calls):
         raise RuntimeError(f"{task.task_id}: calls {sorted(set(calls) - set(runtime))} did not run")
@@ -203,7 +205,8 @@ def measure(log: list[ev.Event], task: Task, engine: Engine, scripts: list[str])
         "overhead_tokens": sum(e.n_tokens for e in injected),  # results and notes, not the user's words
         "timeline": {
             "tokens": [round(e.t - t0, 4) for e in tokens],
-            "calls": {c: [round(started[c] - t0, 4), round(finished[c] - t0, 4)] for c in runtime},
+            "calls": {c: [round(session.calls[c].started - t0, 4), round(session.calls[c].ended - t0, 4)]
+                      for c in runtime},
             "end": round(latency, 4),
         },
     }

@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from asynclm.core.cml import CallSyntaxError, parse_call  # noqa: E402
 from asynclm.core.engine import Engine, EngineConfig, Mode  # noqa: E402
 from asynclm.core.llama import LlamaBackend  # noqa: E402
 from asynclm.core.promptcache import PromptCache  # noqa: E402
+from asynclm.core.reducer import SessionState  # noqa: E402
 from asynclm.core.sampling import SamplingSettings  # noqa: E402
 from asynclm.tools.builtins import default_registry  # noqa: E402
 from asynclm.tools.registry import Registry  # noqa: E402
@@ -245,15 +245,19 @@ def run_request(engine: Engine, req: Request, oracle: Oracle, timeout: float) ->
     out.tokens = len(tokens)
     out.first_token = tokens[0].t - started.t if tokens else None
     out.leaked = MARKUP.search(out.answer) is not None
-    made = {e.call_id: e.expr for e in events if isinstance(e, ev.CallDetected)}
-    results = {e.call_id: e.result for e in events if isinstance(e, ev.CallFinished)}
+    session = SessionState()
+    for e in events:
+        session.apply(e)
+    calls = [c for turn in session.turns for c in turn.calls]
+    made = {c.call_id: c.expr for c in calls if c.detected is not None}
+    results = {c.call_id: c.result for c in calls if c.state == "done"}
     out.calls = list(made.values())
     entered = [e for e in events if isinstance(e, ev.InterruptInjected) if any(s in results for s in e.sources)]
     out.waits = [e.latency - e.prefill for e in entered]
     out.prefills = [e.prefill for e in entered]
     out.step = statistics.median(e.seconds for e in tokens) if tokens else 0.0
-    refused = [e for e in events if isinstance(e, ev.CallRejected)]
-    out.calls += [f"refused: {e.raw}" for e in refused]
+    refused = [r for turn in session.turns for r in turn.rejected]
+    out.calls += [f"refused: {r.raw}" for r in refused]
     asked = list(req.calls + req.typed_calls)
     out.parallel = len(req.calls) >= 2 and not req.dependent
     out.example = EXAMPLE.search(out.answer + " ".join(out.calls)) is not None

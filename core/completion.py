@@ -1,60 +1,16 @@
 """Completion check: whether a call drafted where the model stopped calling asks for something new.
 
-A small model often stops writing calls before a request's last task (asked for five things, it
-calls four and starts its acknowledgement), and the confidence of that choice does not tell an early
-stop from a finished request. So, where the model chooses anything but another call right after one,
-the engine can draft the call the model would write if it went on (greedy, through the real context,
-taken back out of the KV cache afterwards; ``Engine._complete``) and keep it only when it *adds a
-task*:
-
-- it is not a call the answer has already written (the same tool with the same arguments), and
-- one of its argument values holds a word or number of the user's messages in this answer that no
-  call of the answer holds yet, from a part of a message that no call has taken a word from
-  (``calculator(expression="806/0")`` after calls for ``yithaix`` and ``brari.txt``, when the request
-  says "what's in yithaix, calculate 806/0 and cat brari.txt"), or it takes the result of a call whose
-  result no other call takes yet (a dependent call the model did not get to).
-
-A message's parts are what commas, semicolons, a full stop or colon before a space, a new line or the
-words "and", "also", "then" and "plus" separate: a request's tasks, most of the time. A part that a
-call written after the message has taken a word from is a task done, so its other words are no new
-task: "set a timer for 2 seconds and what is 31*29", answered with ``wait(seconds=2)`` and
-``calculator(expression="31*29")``, leaves no word open, and the model's
-``search_files(pattern="set")`` is no task. Calls written before a message typed mid-answer do not
-close its parts: "sorry, Urumqi instead of Manila" still asks for Urumqi after the call for Manila.
-
-A model that has written every call drafts one again, or one built from words already used, or one
-it is unsure of (less likely than ``OWN_FLOOR``: ``read_file(path="square isod")`` for "the square
-root of 850"), and the draft is thrown away. A model that stopped early often does the same (asked to
-search for ``zopox``, list ``meapeas`` and convert 988 MB, it drafts the conversion again), so then the
-engine drafts the likeliest call of each other tool, writing the tool's name for it, and keeps the
-likeliest of those that adds a task, if it is at least ``SEARCH_FLOOR`` likely, or its tool at least
-``NAME_FLOOR`` and its arguments then at least ``ARGS_FLOOR`` (``likely_enough``): the right call for a
-task left out is seldom much less likely than that, and a call made up for a request that is done
-seldom more. Otherwise what the model chose stands.
-
-Where the model opens a call, the engine drafts that call too, and writes it from the draft (its
-tokens are in the context already); if the draft would repeat a call of the answer word for word, a
-small model's other way of losing a task (asked for four things, it writes one of them twice), the
-other tools' drafts are tried in the same way, and the repeat stands if none adds a task. If the draft
-is a call that could not run (it does not parse: ``convert_units(value=3.5714285714285716. 2 cups =
-188.571``, answer text written into a value; it names no tool; it takes a result no call gave) or has
-not ended within ``DRAFT_TOKENS`` (96: answer text again, or a call longer than the built-in tools'
-10-40 tokens, which this check is not for), the other tools' drafts are tried too, and if none is
-written the call is not opened: the model's next choice comes instead of the call marker.
-
-In async mode the engine also writes ready calls longest estimate first, the paper's LPT rule, which
-a small model follows about a third of the time. Where the model opens a call, each tool whose shown
-estimate is longer than that of the model's own draft by more than the draft took to write (less
-would not pay for the drafting) and whose name the model could have written there at least
-``SEARCH_FLOOR`` likely is drafted in turn, longest first; the first draft that adds a task beside the
-model's own call, takes no other call's result and is at least ``SEARCH_FLOOR`` likely is written,
-and the model's own call comes later. Asked for "670/61, and 794 kg in lb" with the calculator shown
-at ~278ms and the conversion at ~843ms, the model opens the division; the conversion goes first.
-
-Words of three or more letters count, and numbers; shorter words (``a``, ``to``, units such as ``g``
-or ``km``) are too common to tell a task apart, and so are English function words (``the``, ``have``,
-``for``): a small model that has run out of tasks makes one of them a value (``list_dir(path="have")``
-for "how many lines does it have").
+A small model often stops calling before a request's last task, and its confidence does not tell an
+early stop from a finished request. So where it chooses anything but another call right after one, the
+engine drafts the call it would write next (greedy, through the real context, then taken back out of
+the KV cache: ``Engine._complete``) and keeps it only if it *adds a task*: it repeats no call of the
+answer, and a value of it holds a word or number of the user's message that no call holds yet, from a
+part of the message (split at commas, "and", "then", ...) that no call has taken a word from; or it
+takes a result that no other call takes yet. If the model's own draft adds nothing, the likeliest call
+of each other tool is drafted (``likely_enough`` sets how likely it must be). Where the model opens a
+call, its draft is written from the draft, or, if it could not run, the call is not opened. In async
+mode, ready calls with longer estimates are drafted first (the paper's LPT rule). Measurements and the
+floors' derivation: docs/model-card.md, "the completion check".
 """
 
 from __future__ import annotations

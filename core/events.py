@@ -72,7 +72,9 @@ class TurnStarted(Event):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TurnEnded(Event):
     turn: int
-    reason: str  # "done", "stopped", "context_full", "error"
+    # "done"; "stopped" (by the user); ended by a limit: "length", "timeout", "context_full"; ended as
+    # stuck: "refused_calls", "idle_trap", "repetition"; "error"
+    reason: str
     text: str  # the visible answer of this turn
 
 
@@ -100,7 +102,7 @@ class TokenGenerated(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TrapEntered(Event):
-    reason: str  # "trap", "end-of-sequence", "sync", "sync-parallel"
+    reason: str  # "trap", "end-of-sequence", "repetition", "sync", "sync-parallel"
     waiting_on: tuple[str, ...]
 
 

@@ -226,3 +226,16 @@ class RecordingPolicy(ScriptedPolicy):
     def accept(self, token: int) -> None:
         self.written.append(token)
         super().accept(token)
+
+
+def make_app(model: Path, turns: Iterable[str], tmp_path: Path, reactions=None, clock=None, threads: int = 2):
+    """The app over a real engine on ``model``, driven by a script; exports go to ``tmp_path``."""
+    from asynclm.tui.app import ChatApp
+
+    def make_engine(progress):
+        backend = LlamaBackend(model, n_ctx=4096, n_threads=threads, progress=progress)
+        return Engine(backend, make_test_tools(), policy=ScriptedPolicy(list(turns), reactions),
+                      config=EngineConfig())
+
+    options = {"clock": clock} if clock is not None else {}
+    return ChatApp(make_engine, export_dir=tmp_path, **options)

@@ -49,6 +49,7 @@ from typing import Any
 from asynclm.core import events as ev
 from asynclm.core.cml import Ref, parse_call
 from asynclm.core.engine import Engine, EngineConfig, Mode
+from asynclm.core.reducer import SessionState
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import Policy
 from asynclm.core.sampling import GREEDY
@@ -208,7 +209,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
     engine = Engine(backend, registry, policy=policy, config=config, sampling=GREEDY)
     by_id: dict[str, str] = {}
     order: list[str] = []  # tool names of calls in the order written
-    results: dict[str, ev.Event] = {}
+    session = SessionState()
     names: dict[str, tuple[str, dict]] = {}
     state = {"user_sent": False, "calls": 0, "context": 0}
     done = threading.Event()
@@ -221,6 +222,7 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
 
     def sink(e: ev.Event) -> None:
         with lock:
+            session.apply(e)
             if isinstance(e, (ev.ContextExtended, ev.TokenGenerated)):  # what the context holds
                 state["context"] += len(e.tokens) if isinstance(e, ev.ContextExtended) else 1
             if isinstance(e, ev.CallDetected):
@@ -251,8 +253,6 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
                 send_user()  # the model's own wait (not a sync mode's), so every mode gets the same task
             elif isinstance(e, ev.TokenGenerated) and state["calls"] and not e.in_block and e.text.strip():
                 send_user()  # text after its calls: the model has written the calls it means to
-            elif isinstance(e, (ev.CallFinished, ev.CallFailed)):
-                results[e.call_id] = e
             elif isinstance(e, ev.Stats):
                 episode.tokens_per_second = e.tokens_per_second
                 episode.generated = e.generated
@@ -289,11 +289,13 @@ def _drive(model: Path, episode: Episode, turn, registry, estimates, n_first: in
         exp = dict(zip([c.call_id for c in first], episode.expected))
         superseded_texts = {exp[s] for s in superseded if s in exp}
     answer = episode.answer
-    for call_id, result in results.items():
+    ended = sorted((c for c in session.calls.values() if c.state in ("done", "failed")), key=lambda c: c.ended)
+    for result in ended:
+        call_id = result.call_id
         name, kwargs = names.get(call_id, ("", {}))
         if by_id.get(call_id) in superseded_texts:
             continue
-        if isinstance(result, ev.CallFailed):
+        if result.state == "failed":
             episode.errors += 1
             if not any(h in answer.lower() for h in HONEST):
                 episode.errors_honest = False

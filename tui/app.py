@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -29,8 +28,10 @@ from textual.widgets import Footer, Header, ProgressBar, Static
 
 from asynclm.core import events as ev
 from asynclm.core.engine import Engine, Mode
+from asynclm.core.reducer import CallState, SessionState, TurnState
 
-from .demo import WAITABLE, Demo, DemoRecorder
+from .demo import Demo, DemoRecorder, play
+from .export import export_transcript
 from .widgets import PromptArea, StatusBar, Timeline, TimelineModel, ToolPane, TurnView
 
 DRAIN_HZ = 20  # answer text reaches the screen this often; each refresh costs the compositor ~10-20 ms
@@ -160,6 +161,7 @@ class ChatApp(App):
         self.turns: dict[int, TurnView] = {}
         self.current: TurnView | None = None
         self.panes: dict[str, ToolPane] = {}
+        self.session = SessionState()  # the events applied so far, folded
         self.timeline_model = TimelineModel()
         self.events: list[ev.Event] = []
         self.busy = False
@@ -316,47 +318,9 @@ class ChatApp(App):
     @work(exclusive=True, group="demo")
     async def _play_demo(self) -> None:
         """The demo's steps as key presses and the app's own actions, with the script's timing."""
-        from textual.keys import _character_to_key
-
         assert self.demo is not None and self.demo_recorder is not None
         recorder = self.demo_recorder
-        for step in self.demo.steps:
-            if step.action == "type":
-                for char in step.value:
-                    if char == "\n":
-                        self._post_key("shift+enter", None)
-                    else:
-                        self._post_key(char if char.isalnum() else _character_to_key(char), char)
-                    await asyncio.sleep(1 / step.speed)
-            elif step.action == "press":
-                self.query_one("#prompt", PromptArea).focus()
-                self._post_key(step.value, "\r" if step.value == "enter" else None)
-            elif step.action == "wait":
-                await asyncio.sleep(step.value)
-            elif step.action == "wait_for":
-                deadline = time.monotonic() + step.timeout
-                while not recorder.reached(step.value, step.count):
-                    if time.monotonic() > deadline:
-                        self.notify(f"Demo line {step.line}: {WAITABLE[step.value]} #{step.count} did not "
-                                    f"happen within {step.timeout:g}s; going on.", severity="warning")
-                        break
-                    await asyncio.sleep(0.02)
-            elif step.action == "cancel":
-                call_id = recorder.running_call() if step.value == "running" else step.value
-                pane = self.panes.get(call_id or "")
-                if pane is None or not pane.active:
-                    self.notify(f"Demo line {step.line}: no running call {step.value!r} to cancel.",
-                                severity="warning")
-                    continue
-                pane.focus()
-                await asyncio.sleep(0.05)
-                self._post_key(self._binding_key("cancel_call"), None)
-                await asyncio.sleep(0.05)
-                self.query_one("#prompt", PromptArea).focus()
-            elif step.action == "mode":
-                self.action_set_mode(step.value)
-            elif step.action == "new_session":
-                self.action_new_session()
+        await play(self.demo, _AppPerformer(self), recorder)
         while self.busy or self.bridge.queue:  # let the last answer reach the screen
             await asyncio.sleep(0.05)
         await asyncio.sleep(2 / DRAIN_HZ)
@@ -434,6 +398,7 @@ class ChatApp(App):
         self.query_one("#transcript").remove_children()
         self.turns.clear()
         self.panes.clear()
+        self.session = SessionState()
         self.current = None
         self._history = []  # what a resumed session showed is gone with it
         self._greet()
@@ -507,101 +472,118 @@ class ChatApp(App):
             timeline.refresh_now(now)
 
     async def _apply(self, e: ev.Event) -> None:
-        tl = self.timeline_model
-        if isinstance(e, ev.TurnStarted):
-            self.busy = True
-            view = TurnView(e.turn, e.text)
-            self.turns[e.turn] = view
-            self.current = view
-            await self.query_one("#transcript").mount(view)
-            tl.reset(e.t)
-            self.refresh_bindings()
-        elif isinstance(e, ev.TurnEnded):
-            self.busy = False
-            settle_garbage()
-            tl.state(e.t, "idle")
-            tl.end = e.t
-            view = self.turns.get(e.turn)
-            if view is not None:
-                await view.finish()
-                if e.reason == "stopped":
-                    view.add_class("-stopped")
-                    await view.answer.mount(Static(Text("■ stopped", style="bold yellow"), classes="stopped-marker"))
-                elif e.reason != "done":
-                    await view.answer.mount(Static(Text(f"■ ended: {e.reason}", style="bold red"), classes="stopped-marker"))
-            self.refresh_bindings()
-        elif isinstance(e, ev.CallDetected):
-            pane = ToolPane(e.call_id, e.expr, e.t)
-            self.panes[e.call_id] = pane
-            tl.calls[e.call_id] = [None, None]
-            if self.current is not None:
-                await self.current.panes.mount(pane)
-            self.refresh_bindings()
-        elif isinstance(e, ev.CallWaiting):
-            self._pane_state(e.call_id, "waiting", e.t, ", ".join(e.on))
-        elif isinstance(e, ev.CallNeedsConfirmation):
-            self._pane_state(e.call_id, "confirm", e.t)
-        elif isinstance(e, ev.CallStarted):
-            self._pane_state(e.call_id, "running", e.t)
-            if e.call_id in tl.calls:
-                tl.calls[e.call_id][0] = e.t
-        elif isinstance(e, (ev.CallFinished, ev.CallFailed, ev.CallCancelled)):
-            state = {ev.CallFinished: "done", ev.CallFailed: "failed", ev.CallCancelled: "cancelled"}[type(e)]
-            pane = self._pane_state(e.call_id, state, e.t)
-            if pane is not None:
-                if isinstance(e, ev.CallFinished):
-                    pane.set_result(e.result)
-                elif isinstance(e, ev.CallFailed):
-                    pane.set_result(e.error, error=True)
-            if e.call_id in tl.calls:
-                span = tl.calls[e.call_id]
-                span[0] = span[0] or e.t
-                span[1] = e.t
-            self.refresh_bindings()
-        elif isinstance(e, ev.CallRejected):
-            if self.current is not None:
-                await self.current.mark(Text(f"✗ call {e.call_id or '?'} rejected: {e.reason}", style="red"))
-        elif isinstance(e, ev.InterruptInjected):
-            view = self.current
-            if view is None or not self.busy or view.segment is None and not view.answer_parts:
-                return  # a turn's opening interrupts are the user's message, already shown
-            when = e.t - (tl.start or e.t)
-            for source, payload in e.said():
-                label = Text(f"↳ +{when:.1f}s ", style="dim")
-                if source == "user":
-                    label.append("you: ", style="bold magenta")
-                    label.append(payload.strip() or "(message)")
-                elif source == "system":
-                    label.append("system notice", style="yellow")
-                else:
-                    label.append(f"{source} result entered", style="cyan")
-                await view.mark(label)
-        elif isinstance(e, ev.TrapEntered):
-            tl.state(e.t, "trap")
-        elif isinstance(e, ev.TrapLeft):
-            tl.state(e.t, "decode")
-        elif isinstance(e, ev.Stats):
-            self.tokens_per_second = e.tokens_per_second
-            self.n_past = e.n_past
-        elif isinstance(e, ev.Notice):
-            self.notify(e.message, severity="error" if e.level == "error" else "warning", timeout=10)
-        elif isinstance(e, ev.MessageNotSent) and not any(e is old for old in self._history):
-            prompt = self.query_one("#prompt", PromptArea)
-            if not prompt.text.strip():  # back in the prompt to shorten or send again, not over new typing
-                prompt.load_text(e.text)
-                prompt.move_cursor(prompt.document.end)
-            if e.fits_new_session:
-                key = self._binding_key("new_session").title()  # ctrl+n: Ctrl+N
-                self.notify(f"Press {key} for a new session, then Enter to send the message again.",
-                            title="The context is full", timeout=15)
-        elif isinstance(e, ev.ModeChanged):
-            self.notify(f"Mode: {e.mode}")
+        changed = self.session.apply(e)
+        handler = self._HANDLERS.get(type(e))
+        if handler is not None:
+            await handler(self, e, changed)
 
-    def _pane_state(self, call_id: str, state: str, t: float, detail: str = "") -> ToolPane | None:
-        pane = self.panes.get(call_id)
-        if pane is not None:
-            pane.set_state(state, t, detail)
-        return pane
+    async def _turn_started(self, e: ev.TurnStarted, turn: TurnState) -> None:
+        self.busy = True
+        view = TurnView(e.turn, e.text)
+        self.turns[e.turn] = view
+        self.current = view
+        await self.query_one("#transcript").mount(view)
+        self.timeline_model.reset(e.t)
+        self.refresh_bindings()
+
+    async def _turn_ended(self, e: ev.TurnEnded, turn: TurnState | None) -> None:
+        self.busy = False
+        settle_garbage()
+        self.timeline_model.state(e.t, "idle")
+        self.timeline_model.end = e.t
+        view = self.turns.get(e.turn)
+        if view is not None:
+            await view.finish()
+            if e.reason == "stopped":
+                view.add_class("-stopped")
+                await view.answer.mount(Static(Text("■ stopped", style="bold yellow"), classes="stopped-marker"))
+            elif e.reason != "done":
+                await view.answer.mount(Static(Text(f"■ ended: {e.reason}", style="bold red"), classes="stopped-marker"))
+        self.refresh_bindings()
+
+    async def _call_detected(self, e: ev.CallDetected, call: CallState) -> None:
+        pane = ToolPane(e.call_id, e.expr, e.t)
+        self.panes[e.call_id] = pane
+        self.timeline_model.calls[e.call_id] = [None, None]
+        if self.current is not None:
+            await self.current.panes.mount(pane)
+        self.refresh_bindings()
+
+    async def _call_moved(self, e: ev.Event, call: CallState | None) -> None:
+        """A call waits, asks, starts or ends: its pane and its span on the timeline follow it."""
+        pane = self.panes.get(call.call_id) if call is not None else None
+        if pane is None:
+            return
+        pane.show(call, e.t)
+        if call.call_id in self.timeline_model.calls:
+            self.timeline_model.calls[call.call_id] = [call.started or call.ended, call.ended]
+        if not call.active:
+            self.refresh_bindings()
+
+    async def _call_rejected(self, e: ev.CallRejected, _) -> None:
+        if self.current is not None:
+            await self.current.mark(Text(f"✗ call {e.call_id or '?'} rejected: {e.reason}", style="red"))
+
+    async def _injected(self, e: ev.InterruptInjected, _) -> None:
+        view = self.current
+        if view is None or not self.busy or view.segment is None and not view.answer_parts:
+            return  # a turn's opening interrupts are the user's message, already shown
+        when = e.t - (self.timeline_model.start or e.t)
+        for source, payload in e.said():
+            label = Text(f"↳ +{when:.1f}s ", style="dim")
+            if source == "user":
+                label.append("you: ", style="bold magenta")
+                label.append(payload.strip() or "(message)")
+            elif source == "system":
+                label.append("system notice", style="yellow")
+            else:
+                label.append(f"{source} result entered", style="cyan")
+            await view.mark(label)
+
+    async def _trap(self, e: ev.TrapEntered | ev.TrapLeft, _) -> None:
+        self.timeline_model.state(e.t, "trap" if isinstance(e, ev.TrapEntered) else "decode")
+
+    async def _stats(self, e: ev.Stats, _) -> None:
+        self.tokens_per_second = e.tokens_per_second
+        self.n_past = e.n_past
+
+    async def _notice(self, e: ev.Notice, _) -> None:
+        self.notify(e.message, severity="error" if e.level == "error" else "warning", timeout=10)
+
+    async def _not_sent(self, e: ev.MessageNotSent, _) -> None:
+        if any(e is old for old in self._history):
+            return
+        prompt = self.query_one("#prompt", PromptArea)
+        if not prompt.text.strip():  # back in the prompt to shorten or send again, not over new typing
+            prompt.load_text(e.text)
+            prompt.move_cursor(prompt.document.end)
+        if e.fits_new_session:
+            key = self._binding_key("new_session").title()  # ctrl+n: Ctrl+N
+            self.notify(f"Press {key} for a new session, then Enter to send the message again.",
+                        title="The context is full", timeout=15)
+
+    async def _mode_changed(self, e: ev.ModeChanged, _) -> None:
+        self.notify(f"Mode: {e.mode}")
+
+    _HANDLERS = {
+        ev.TurnStarted: _turn_started,
+        ev.TurnEnded: _turn_ended,
+        ev.CallDetected: _call_detected,
+        ev.CallWaiting: _call_moved,
+        ev.CallNeedsConfirmation: _call_moved,
+        ev.CallStarted: _call_moved,
+        ev.CallFinished: _call_moved,
+        ev.CallFailed: _call_moved,
+        ev.CallCancelled: _call_moved,
+        ev.CallRejected: _call_rejected,
+        ev.InterruptInjected: _injected,
+        ev.TrapEntered: _trap,
+        ev.TrapLeft: _trap,
+        ev.Stats: _stats,
+        ev.Notice: _notice,
+        ev.MessageNotSent: _not_sent,
+        ev.ModeChanged: _mode_changed,
+    }
 
     def _update_status(self) -> None:
         engine = self.engine
@@ -634,59 +616,45 @@ def is_key(name: str) -> bool:
             or key_to_character(key) is not None)
 
 
-def _quoted_block(text: str) -> list[str]:
-    """A tool's output as a code block inside a quote: every line of it, as it was (a file list's
-    ``__init__.py`` is not bold, a ``# heading`` in a file is not a heading)."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
-    return [f"> {fence}", *(f"> {line}" for line in text.splitlines() or [""]), f"> {fence}"]
+class _AppPerformer:
+    """A demo's steps as the keys a person would press in the app."""
 
+    def __init__(self, app: ChatApp) -> None:
+        self.app = app
 
-def export_transcript(events: list[ev.Event], folder: Path) -> tuple[Path, Path]:
-    """Write the session as Markdown (for reading) and JSON Lines (every event)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    md_path = folder / f"asynclm-{stamp}.md"
-    jsonl_path = folder / f"asynclm-{stamp}.jsonl"
-    lines = ["# asynclm transcript", ""]
-    answer: list[str] = []
-    t0 = 0.0
-    answering = False  # the turn's first interrupts are the user's message, already written
+    async def type(self, text: str, speed: float) -> None:
+        from textual.keys import _character_to_key
 
-    def flush() -> None:
-        if answer:
-            lines.extend(["".join(answer).strip(), ""])
-            answer.clear()
+        for char in text:
+            if char == "\n":
+                self.app._post_key("shift+enter", None)
+            else:
+                self.app._post_key(char if char.isalnum() else _character_to_key(char), char)
+            await asyncio.sleep(1 / speed)
 
-    for e in events:
-        if isinstance(e, ev.TurnStarted):
-            t0, answering = e.t, False
-            lines += [f"## You (turn {e.turn})", "", e.text, "", "## asynclm", ""]
-        elif isinstance(e, ev.TokenGenerated):
-            answer.append(e.text)
-            answering = True
-        elif isinstance(e, ev.CallDetected):
-            flush()
-            lines += [f"- call `{e.call_id}`: `{e.expr}`", ""]
-        elif isinstance(e, ev.CallFinished):
-            flush()
-            result = e.result if len(e.result) <= 500 else e.result[:500] + " …"
-            lines += [f"> `{e.call_id}` returned after {e.elapsed:.2f}s:", ">", *_quoted_block(result), ""]
-        elif isinstance(e, ev.CallFailed):
-            flush()
-            lines += [f"> `{e.call_id}` failed:", ">", *_quoted_block(e.error), ""]
-        elif isinstance(e, ev.CallCancelled):
-            flush()
-            lines += [f"> `{e.call_id}` was cancelled", ""]
-        elif isinstance(e, ev.InterruptInjected) and "user" in e.sources and answering:
-            flush()
-            said = " / ".join(p.strip() for s, p in e.said() if s == "user" and p.strip()) or e.text
-            lines += [f"> (+{e.t - t0:.1f}s) you interrupted: {said}", ""]
-        elif isinstance(e, ev.TurnEnded):
-            flush()
-            if e.reason != "done":
-                lines += [f"*({e.reason})*", ""]
-    md_path.write_text("\n".join(lines), encoding="utf-8")
-    with open(jsonl_path, "w", encoding="utf-8", errors="replace") as f:
-        for e in events:
-            f.write(e.to_json() + "\n")
-    return md_path, jsonl_path
+    async def press(self, key: str) -> None:
+        self.app.query_one("#prompt", PromptArea).focus()
+        self.app._post_key(key, "\r" if key == "enter" else None)
+
+    async def cancel(self, call_id: str) -> bool:
+        pane = self.app.panes.get(call_id)
+        if pane is None or not pane.active:
+            return False
+        pane.focus()
+        await asyncio.sleep(0.05)
+        self.app._post_key(self.app._binding_key("cancel_call"), None)
+        await asyncio.sleep(0.05)
+        self.app.query_one("#prompt", PromptArea).focus()
+        return True
+
+    def set_mode(self, mode: str) -> None:
+        self.app.action_set_mode(mode)
+
+    def new_session(self) -> None:
+        self.app.action_new_session()
+
+    def warn(self, message: str) -> None:
+        self.app.notify(message, severity="warning")
+
+    def busy(self) -> bool:
+        return self.app.busy or bool(self.app.bridge.queue)

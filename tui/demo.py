@@ -12,15 +12,17 @@ event that happened before it began waiting.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Protocol, TextIO
 
 from asynclm.core import events as ev
+from asynclm.core.reducer import OUTCOMES, SessionState
 
 try:
     import tomllib
@@ -230,113 +232,49 @@ def _parse_step(raw: Any, header: int | None, text: str, fail: Callable[[int | N
 # --- what happened ------------------------------------------------------------------------------
 
 
-@dataclass
-class CallRecord:
-    call_id: str
-    name: str
-    expr: str
-    turn: int
-    refs: tuple[str, ...]
-    detected: float
-    started: float | None = None
-    ended: float | None = None
-    outcome: str = "pending"
-    after_user: bool = False  # written after a mid-answer user message entered this turn
+COUNTED = {ev.TurnStarted: "turn_started", ev.TurnEnded: "turn_ended", ev.CallDetected: "call_detected",
+           ev.CallStarted: "call_started", ev.TrapEntered: "trap"} | dict.fromkeys(OUTCOMES, "call_ended")
 
 
-@dataclass
-class TurnRecord:
-    turn: int
-    text: str
-    mode: str
-    started: float
-    first_token: float | None = None
-    ended: float | None = None
-    reason: str = ""
-    answer: str = ""
-    user_interrupts: list[tuple[float, str]] = field(default_factory=list)
-    results: list[tuple[float, str]] = field(default_factory=list)
-    traps: int = 0
+class DemoRecorder(SessionState):
+    """An engine sink: the session's events, folded, and a count of every waitable event.
 
-
-class DemoRecorder:
-    """An engine sink: counts every waitable event and keeps what the summary and checks need.
-
-    Thread-safe (events arrive on the engine's threads); ``wait`` blocks until a count is reached.
+    Thread-safe: events arrive on the engine's threads.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.t0 = time.monotonic()
         self.counts = {name: 0 for name in WAITABLE}
-        self.turns: list[TurnRecord] = []
-        self.calls: dict[str, CallRecord] = {}
-        self.mode = "async"
-        self.notices: list[str] = []
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
 
     def __call__(self, e: ev.Event) -> None:
-        with self._cond:
-            self._record(e)
-            self._cond.notify_all()
-
-    def _bump(self, name: str) -> None:
-        self.counts[name] += 1
-
-    def _record(self, e: ev.Event) -> None:
-        turn = self.turns[-1] if self.turns else None
-        if isinstance(e, ev.SessionStarted):
-            self.mode = e.mode
-        elif isinstance(e, ev.ModeChanged):
-            self.mode = e.mode
-        elif isinstance(e, ev.TurnStarted):
-            self.turns.append(TurnRecord(len(self.turns) + 1, e.text, self.mode, e.t))
-            self._bump("turn_started")
-        elif turn is None:
-            return
-        elif isinstance(e, ev.TokenGenerated):
-            if turn.first_token is None:
-                turn.first_token = e.t
-        elif isinstance(e, ev.TurnEnded):
-            turn.ended, turn.reason, turn.answer = e.t, e.reason, e.text
-            self._bump("turn_ended")
-        elif isinstance(e, ev.CallDetected):
-            self.calls[e.call_id] = CallRecord(e.call_id, e.name, e.expr, turn.turn, tuple(e.refs), e.t,
-                                               after_user=bool(turn.user_interrupts))
-            self._bump("call_detected")
-        elif isinstance(e, ev.CallStarted) and e.call_id in self.calls:
-            self.calls[e.call_id].started = e.t
-            self._bump("call_started")
-        elif isinstance(e, (ev.CallFinished, ev.CallFailed, ev.CallCancelled)) and e.call_id in self.calls:
-            call = self.calls[e.call_id]
-            call.ended = e.t
-            call.outcome = {ev.CallFinished: "done", ev.CallFailed: "failed",
-                            ev.CallCancelled: "cancelled"}[type(e)]
-            self._bump("call_ended")
-        elif isinstance(e, ev.InterruptInjected) and turn.first_token is not None:
-            for source, payload in e.said():
-                if source == "user":
-                    turn.user_interrupts.append((e.t, payload.strip()))
-                    self._bump("user_interrupt")
-                elif source != "system":
-                    turn.results.append((e.t, source))
-                    self._bump("result")
-        elif isinstance(e, ev.TrapEntered):
-            turn.traps += 1
-            self._bump("trap")
-        elif isinstance(e, ev.Notice):
-            self.notices.append(e.message)
+        with self._lock:
+            turn = self.turn
+            heard = (len(turn.user_interrupts), len(turn.results)) if turn is not None else (0, 0)
+            self.apply(e)
+            if isinstance(e, ev.TurnStarted) or turn is not None and type(e) in COUNTED:
+                self.counts[COUNTED[type(e)]] += 1
+            elif turn is not None and isinstance(e, ev.InterruptInjected):
+                self.counts["user_interrupt"] += len(turn.user_interrupts) - heard[0]
+                self.counts["result"] += len(turn.results) - heard[1]
 
     def reached(self, name: str, count: int) -> bool:
-        with self._cond:
+        with self._lock:
             return self.counts[name] >= count
 
-    def wait(self, name: str, count: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.counts[name] >= count, timeout)
+    async def wait_for(self, name: str, count: int, timeout: float) -> bool:
+        """Whether ``count`` events of kind ``name`` happened within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.reached(name, count):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def running_call(self) -> str | None:
-        with self._cond:
-            running = [c for c in self.calls.values() if c.outcome == "pending"]
+        with self._lock:
+            running = self.active_calls()
             return running[-1].call_id if running else None
 
     # --- reports ------------------------------------------------------------------------------
@@ -345,14 +283,14 @@ class DemoRecorder:
         return "-" if t is None else f"{t - self.t0:6.2f}s"
 
     def summary(self, demo: Demo) -> str:
-        with self._cond:
+        with self._lock:
             lines = [f"demo {demo.name}: timings from the start of the demo"]
             for turn in self.turns:
                 took = f"{turn.ended - turn.started:.2f}s" if turn.ended is not None else "not ended"
                 lines.append(f"turn {turn.turn} ({turn.mode} mode): {turn.text!r}")
                 lines.append(f"  started {self.at(turn.started)}, ended {self.at(turn.ended)} "
                              f"({turn.reason or 'running'}), {took} to the end of the turn")
-                for call in (c for c in self.calls.values() if c.turn == turn.turn):
+                for call in turn.calls:
                     took = (f"{call.ended - call.started:.2f}s" if call.ended is not None and call.started
                             else "")
                     refs = f" (uses {', '.join(call.refs)})" if call.refs else ""
@@ -364,7 +302,7 @@ class DemoRecorder:
                 for t, what in events:
                     lines.append(f"  {self.at(t)}  {what}")
                 if turn.traps:
-                    lines.append(f"  waited at {turn.traps} trap(s)")
+                    lines.append(f"  waited at {len(turn.traps)} trap(s)")
             if demo.compare:
                 lines.append(self.comparison(demo.compare))
             for note in self.notices:
@@ -382,7 +320,7 @@ class DemoRecorder:
 
     def check(self, expect: dict[str, Any]) -> list[str]:
         """What the demo's ``[expect]`` table asks for that did not happen (empty when all did)."""
-        with self._cond:
+        with self._lock:
             problems = []
             called = [c.name for c in self.calls.values()]
             for tool in expect.get("tools", []):
@@ -404,7 +342,7 @@ class DemoRecorder:
             ended = [t.reason for t in self.turns]
             if "ended" in expect and ended != list(expect["ended"]):
                 problems.append(f"turns ended {ended}, expected {list(expect['ended'])}")
-            failed = [c.call_id for c in self.calls.values() if c.outcome == "pending"]
+            failed = [c.call_id for t in self.turns for c in t.calls if c.active]
             if failed:
                 problems.append(f"calls never ended: {', '.join(failed)}")
             return problems
@@ -441,43 +379,92 @@ class _Transcript:
             self.say("\n" if e.reason == "done" else f"\n  [{e.reason}]\n")
 
 
+class Performer(Protocol):
+    """What a demo's steps do in one front end: the keys a person would press, and its own actions."""
+
+    async def type(self, text: str, speed: float) -> None: ...
+    async def press(self, key: str) -> None: ...
+    async def cancel(self, call_id: str) -> bool: ...  # False: no such call runs
+    def set_mode(self, mode: str) -> None: ...
+    def new_session(self) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def busy(self) -> bool: ...  # an answer is still being written or shown
+
+
+async def play(demo: Demo, performer: Performer, recorder: DemoRecorder) -> None:
+    """Play ``demo``'s steps on ``performer``, with the script's timing; ``wait_for`` steps watch
+    ``recorder``. Ends when the last answer has ended, as a person watching would wait for it."""
+    for step in demo.steps:
+        if step.action == "type":
+            await performer.type(step.value, step.speed)
+        elif step.action == "press":
+            await performer.press(step.value)
+        elif step.action == "wait":
+            await asyncio.sleep(step.value)
+        elif step.action == "wait_for":
+            if not await recorder.wait_for(step.value, step.count, step.timeout):
+                performer.warn(f"Demo line {step.line}: {WAITABLE[step.value]} #{step.count} did not happen "
+                               f"within {step.timeout:g}s; going on.")
+        elif step.action == "cancel":
+            call_id = recorder.running_call() if step.value == "running" else step.value
+            if call_id is None or not await performer.cancel(call_id):
+                performer.warn(f"Demo line {step.line}: no running call {step.value!r} to cancel.")
+        elif step.action == "mode":
+            performer.set_mode(step.value)
+        elif step.action == "new_session":
+            performer.new_session()
+    deadline = time.monotonic() + LAST_ANSWER_SECONDS
+    while performer.busy() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+LAST_ANSWER_SECONDS = 60  # how long a demo waits for an answer its last step left running
+
+
+class _HeadlessPerformer:
+    """The steps on a started engine, calling what the app's keys call."""
+
+    def __init__(self, engine, printer: _Transcript, log: TextIO) -> None:
+        self.engine, self.printer, self.log = engine, printer, log
+        self.typed = ""
+
+    async def type(self, text: str, speed: float) -> None:
+        await asyncio.sleep(len(text) / speed)  # the time a person takes to type it
+        self.typed += text
+
+    async def press(self, key: str) -> None:
+        if key == "enter" and self.typed.strip():
+            self.printer.say(f"\nyou> {self.typed}\n" if not self.engine.busy
+                             else f"\n  [you, mid-answer: {self.typed}]\n")
+            self.engine.send(self.typed)
+            self.typed = ""
+        elif key == "shift+enter":
+            self.typed += "\n"
+        elif key == "escape":
+            self.engine.stop()
+
+    async def cancel(self, call_id: str) -> bool:
+        return self.engine.cancel(call_id)
+
+    def set_mode(self, mode: str) -> None:
+        self.engine.set_mode(mode)
+
+    def new_session(self) -> None:
+        self.engine.new_session()
+
+    def warn(self, message: str) -> None:
+        print(message, file=self.log)
+
+    def busy(self) -> bool:
+        return self.engine.busy
+
+
 def play_headless(demo: Demo, engine, out: TextIO = sys.stdout, log: TextIO = sys.stderr) -> DemoRecorder:
-    """Play ``demo`` on a started engine: the steps call what the app's keys call."""
+    """Play ``demo`` on a started engine, printing what a person would see."""
     recorder = DemoRecorder()
     engine.subscribe(recorder)
     printer = _Transcript(out)
     engine.subscribe(printer)
-    typed = ""
-    for step in demo.steps:
-        if step.action == "type":
-            time.sleep(len(step.value) / step.speed)  # the time a person takes to type it
-            typed += step.value
-        elif step.action == "press":
-            if step.value == "enter" and typed.strip():
-                printer.say(f"\nyou> {typed}\n" if not engine.busy else f"\n  [you, mid-answer: {typed}]\n")
-                engine.send(typed)
-                typed = ""
-            elif step.value == "shift+enter":
-                typed += "\n"
-            elif step.value == "escape":
-                engine.stop()
-        elif step.action == "wait":
-            time.sleep(step.value)
-        elif step.action == "wait_for":
-            if not recorder.wait(step.value, step.count, step.timeout):
-                print(f"demo: line {step.line}: {WAITABLE[step.value]} #{step.count} did not happen "
-                      f"within {step.timeout:g}s; going on", file=log)
-        elif step.action == "cancel":
-            call_id = recorder.running_call() if step.value == "running" else step.value
-            if call_id is None or not engine.cancel(call_id):
-                print(f"demo: line {step.line}: no running call {step.value!r} to cancel", file=log)
-        elif step.action == "mode":
-            engine.set_mode(step.value)
-        elif step.action == "new_session":
-            engine.new_session()
-    # the demo's last step may leave a turn running: let it end, as a person watching would
-    deadline = time.monotonic() + 60
-    while engine.busy and time.monotonic() < deadline:
-        time.sleep(0.05)
+    asyncio.run(play(demo, _HeadlessPerformer(engine, printer, log), recorder))
     engine.unsubscribe(printer)
     return recorder

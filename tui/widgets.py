@@ -14,6 +14,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, Label, Markdown, Static, TextArea
 
+from asynclm.core.reducer import CallState
+
 class ToolPane(Vertical, can_focus=True):
     """One call: the tool and its arguments, its state (a CSS class), elapsed time, result or error."""
 
@@ -73,6 +75,14 @@ class ToolPane(Vertical, can_focus=True):
                 widget.update(Text(f"waiting on {detail}", style="dim"))
         self.state = state
         self.tick(when)
+
+    def show(self, call: CallState, when: float) -> None:
+        """Show where ``call`` stands."""
+        self.set_state("queued" if call.state == "pending" else call.state, when, call.detail)
+        if call.state == "done":
+            self.set_result(call.result)
+        elif call.state == "failed":
+            self.set_result(call.detail, error=True)
 
     def set_result(self, text: str, error: bool = False) -> None:
         self.result = text

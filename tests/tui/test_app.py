@@ -10,18 +10,10 @@ from asynclm.core import events as ev
 from asynclm.core.engine import Engine, EngineConfig, Mode
 from asynclm.core.llama import LlamaBackend
 from asynclm.core.policy import ScriptedPolicy
-from asynclm.tui.app import ChatApp, export_transcript
+from asynclm.tui.app import ChatApp
+from asynclm.tui.export import export_transcript
 from asynclm.tui.widgets import PromptArea, ToolPane
-from conftest import make_test_tools, prose
-
-
-def make_app(tiny_model, turns, tmp_path, reactions=None):
-    def make_engine(progress):
-        backend = LlamaBackend(tiny_model, n_ctx=4096, n_threads=2, progress=progress)
-        return Engine(backend, make_test_tools(), policy=ScriptedPolicy(turns, reactions),
-                      config=EngineConfig())
-
-    return ChatApp(make_engine, export_dir=tmp_path)
+from conftest import make_app, make_test_tools, prose
 
 
 async def until(pilot, condition, timeout=15.0):

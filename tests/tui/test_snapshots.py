@@ -13,12 +13,8 @@ import time
 import pytest
 
 from asynclm.core import events as ev
-from asynclm.core.engine import Engine, EngineConfig
-from asynclm.core.llama import LlamaBackend
-from asynclm.core.policy import ScriptedPolicy
-from asynclm.tui.app import ChatApp
 from asynclm.tui.widgets import PromptArea
-from conftest import make_test_tools
+from conftest import make_app
 
 SIZE = (120, 40)
 T0 = 1000.0  # the turn starts here on the fixed clock
@@ -30,14 +26,6 @@ class FixedClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def make_app(tiny_model, tmp_path, clock):
-    def make_engine(progress):
-        backend = LlamaBackend(tiny_model, n_ctx=4096, n_threads=1, progress=progress)
-        return Engine(backend, make_test_tools(), policy=ScriptedPolicy([]), config=EngineConfig())
-
-    return ChatApp(make_engine, export_dir=tmp_path, clock=clock)
 
 
 def text_events(t: float, text: str) -> list[ev.Event]:
@@ -87,7 +75,7 @@ def feed(app, events) -> None:
 
 def test_idle_screen(snap_compare, tiny_model, tmp_path):
     clock = FixedClock()
-    app = make_app(tiny_model, tmp_path, clock)
+    app = make_app(tiny_model, [], tmp_path, clock=clock, threads=1)
 
     async def run_before(pilot):
         await settle(pilot, app)
@@ -101,7 +89,7 @@ def test_idle_screen(snap_compare, tiny_model, tmp_path):
 ])
 def test_screen_during_a_turn(snap_compare, tiny_model, tmp_path, state, at, events, panes):
     clock = FixedClock()
-    app = make_app(tiny_model, tmp_path, clock)
+    app = make_app(tiny_model, [], tmp_path, clock=clock, threads=1)
 
     async def run_before(pilot):
         await settle(pilot, app)
