@@ -750,7 +750,7 @@ class Engine:
         """Why a parsed call (id ``cid``) would be rejected rather than run: the error's kind and message,
         or None. It must name a tool and take the results only of earlier calls that ran."""
         if self.tools.get(expr.name) is None:
-            names = getattr(self.tools, "names", lambda: [])()
+            names = self.tools.names()
             known = f"; the tools are: {', '.join(names)}" if names else ""
             return "UnknownTool", f"there is no tool named {expr.name!r}{known}"
         for ref in expr.refs:
@@ -824,7 +824,7 @@ class Engine:
         drafts = []
         try:
             after_head = self._eval_id(ids)
-            for name in getattr(self.tools, "names", lambda: [])():
+            for name in self.tools.names():
                 if name != own.tool:
                     drafts.append(self._draft(ids + self._name_opening(name), SEARCH_FLOOR,
                                               shared=len(ids), logits=after_head, name_floor=NAME_FLOOR,
@@ -957,9 +957,8 @@ class Engine:
         if tool is None:
             return logits
         _, param, written = target
-        takes = getattr(tool, "takes_result", None)
         fits = [cid for cid, name in self._producers.items() if cid not in self._failed
-                and (takes is None or (source := self.tools.get(name)) is None or takes(param, source))]
+                and ((source := self.tools.get(name)) is None or tool.takes_result(param, source))]
         if self._references is None:
             self._references = ReferenceGuide(self._token_texts())
         allowed = self._references.allowed(written, self._call_ids, fits)

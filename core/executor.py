@@ -38,9 +38,16 @@ class Tool(Protocol):
     def observe(self, seconds: float) -> None:
         """Record an observed latency (for the LPT estimate)."""
 
+    def takes_result(self, param: str, source: "Tool") -> bool:
+        """Whether argument ``param`` could take the result of a call to ``source`` (a dataflow
+        reference); True where it cannot be told."""
+
 
 class Toolbox(Protocol):
     def get(self, name: str) -> Tool | None: ...
+
+    def names(self) -> list[str]:
+        """The tools' names, in the order they were added."""
 
     def describe(self) -> str:
         """The session's tool list as the model reads it."""
