@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asynclm import EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL  # noqa: E402
+from asynclm import EMBEDDED_MODEL  # noqa: E402
 from asynclm.core.engine import Mode  # noqa: E402
+from asynclm.core.profiles import profile_for  # noqa: E402
 from training.evaluate import HELDOUT_EVAL_BASE, run_episode, summarise  # noqa: E402
 
 MODES = ("sync", "sync-parallel", "async")
@@ -110,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if not model.is_file():
         console.print(f"accuracy: no model file at {model}.")
         return 2
-    if args.copy_bias is None:
-        args.copy_bias = EMBEDDED_COPY_BIAS if model.resolve() == EMBEDDED_MODEL else 0.0
-    if args.complete_calls is None:
-        args.complete_calls = EMBEDDED_COMPLETE_CALLS and model.resolve() == EMBEDDED_MODEL
-    if args.break_loops is None:
-        args.break_loops = EMBEDDED_BREAK_LOOPS and model.resolve() == EMBEDDED_MODEL
+    for name, value in profile_for(model).engine_settings().items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     t0 = time.time()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes (each in three modes)", total=args.episodes)

@@ -38,6 +38,7 @@ from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_ta
 from .copying import CopyBias, token_texts
 from .dialect import Dialect, select_dialect
 from .executor import Call, Executor, Toolbox
+from .ledger import CallLedger
 from .interrupts import Interrupt, InterruptQueue
 from .llama import ContextFull, LlamaBackend
 from .monitor import Monitor
@@ -215,7 +216,8 @@ class Engine:
         self._call_opener = opener[0] if config.complete_calls and len(opener) == 1 else None
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
-        self.executor = Executor(tools, self.queue, self._emit,
+        self.ledger = CallLedger(tools)  # session state, touched only by the decode thread (or while it is idle)
+        self.executor = Executor(tools, self.queue, self._emit, self.ledger,
                                  max_concurrency=config.max_concurrency,
                                  payload_limit=config.payload_limit * CHARS_PER_TOKEN,
                                  default_timeout=config.default_timeout)
@@ -227,10 +229,6 @@ class Engine:
         self._in_turn = False
         self.turn = 0
         # Session state, touched only by the decode thread (or while it is idle).
-        self._call_ids: set[str] = set()
-        self._rejected: set[str] = set()
-        self._producers: dict[str, str] = {}  # id -> tool, of every call started (or collected)
-        self._failed: set[str] = set()  # ids whose error or cancellation has entered the context
         self._outstanding: set[str] = set()
         self._collected: list[Call] = []
         self._heard: list[str] = []  # the user's messages and the results, as they entered (``_break_loop``)
@@ -299,13 +297,13 @@ class Engine:
             elif isinstance(e, ev.TokenGenerated):
                 tokens.append(e.token)
             elif isinstance(e, (ev.CallDetected, ev.CallRejected)) and e.call_id:
-                self._call_ids.add(e.call_id)
+                self.ledger.ids.add(e.call_id)
                 if isinstance(e, ev.CallDetected):
-                    self._producers[e.call_id] = e.name
+                    self.ledger.producers[e.call_id] = e.name
                 if self.copy_bias is not None:
                     self.copy_bias.learn_id(e.call_id)
             elif isinstance(e, ev.InterruptQueued) and e.kind in ("error", "cancelled"):
-                self._failed.add(e.source)
+                self.ledger.failed.add(e.source)
             elif isinstance(e, ev.InterruptQueued) and e.kind != "system":
                 self._heard.append(e.payload)
                 self._quotes.add(e.payload)
@@ -319,7 +317,7 @@ class Engine:
             if q.source != "user":
                 self.queue.put(Interrupt(q.source, q.payload, q.kind))
         self._lost = list(unanswered.items())
-        self._failed.update(unanswered)
+        self.ledger.failed.update(unanswered)
         last_end = next((e for e in reversed(events[start:]) if isinstance(e, ev.TurnEnded)), None)
         # A finished answer is followed by the end-of-sequence token, evaluated when the next turn opens.
         ended = last_end is not None and last_end.reason in ("done", *CUT_SHORT)
@@ -330,10 +328,7 @@ class Engine:
     def _begin_session(self) -> None:
         if self.copy_bias is not None:
             self.copy_bias.reset()
-        self._call_ids.clear()
-        self._rejected.clear()
-        self._producers.clear()
-        self._failed.clear()
+        self.ledger.clear()
         self._outstanding.clear()
         self._collected.clear()
         self._heard.clear()
@@ -484,7 +479,7 @@ class Engine:
         self._emit(ev.TurnStarted(turn=self.turn, text=first_user))
         self._refresh_tool_list()
         monitor = self._monitor = self.dialect.new_monitor(self.config.max_block_tokens,
-                                                               taken=self._call_ids.__contains__,
+                                                               taken=self.ledger.taken,
                                                                quoted=self._quotes.quotes)
         backend, policy = self.backend, self.policy
         answer: list[str] = []
@@ -674,7 +669,7 @@ class Engine:
                 logits = self._typed_reference(logits, monitor.call_body)
         elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
             logits = self.copy_bias.apply_text(logits, recent)
-        elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self._call_ids:
+        elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self.ledger.ids:
             logits = self._keep_id_open(logits, monitor.call_id)
         return logits
 
@@ -744,21 +739,8 @@ class Engine:
     def _runs(self, call: CallExpr | None) -> bool:
         """Whether a drafted call would be run rather than rejected (``_handle_call``): it parses, names
         a tool, and takes the results only of calls that ran."""
-        return call is not None and self._not_run(call) is None
+        return call is not None and self.ledger.why_not(call) is None
 
-    def _not_run(self, expr: CallExpr, cid: str = "") -> tuple[str, str] | None:
-        """Why a parsed call (id ``cid``) would be rejected rather than run: the error's kind and message,
-        or None. It must name a tool and take the results only of earlier calls that ran."""
-        if self.tools.get(expr.name) is None:
-            names = self.tools.names()
-            known = f"; the tools are: {', '.join(names)}" if names else ""
-            return "UnknownTool", f"there is no tool named {expr.name!r}{known}"
-        for ref in expr.refs:
-            if ref not in self._call_ids or ref == cid:
-                return "UnknownReference", f"{ref} is not the id of an earlier call"
-            if ref in self._rejected:
-                return "DependencyFailed", f"depends on {ref}, which was not run"
-        return None
 
     def _report(self, drafts: list[Draft], own: Draft, chosen: Draft | None, longer: bool = False) -> None:
         """One ``CallDrafted`` event a draft (``longer``: the other drafts are ``_longer_first``'s)."""
@@ -835,15 +817,6 @@ class Engine:
             backend.truncate(mark)
         return drafts
 
-    def _fresh_id(self, used: str) -> str:
-        """An id like ``used`` that the session has not used: the next number after its stem's highest."""
-        stem = used.rstrip("0123456789") or "c"
-        numbers = [int(i[len(stem):]) for i in self._call_ids if i.startswith(stem) and i[len(stem):].isdigit()]
-        n = max(numbers, default=0) + 1
-        while f"{stem}{n}" in self._call_ids:
-            n += 1
-        return f"{stem}{n}"
-
     def _name_opening(self, name: str) -> list[int]:
         """The tokens a draft of ``name``'s call writes after the call's ``[HEAD]`` (`` name(``), tokenized
         once a session."""
@@ -853,7 +826,7 @@ class Engine:
 
     def _eval_id(self, ids: list[int]) -> np.ndarray:
         """Evaluate a call's opening up to its ``[HEAD]`` (``ids``); the logits that follow it."""
-        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
+        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self.ledger.taken)
         for token in ids:
             monitor.feed(token)
         self.backend.eval(ids)
@@ -877,7 +850,7 @@ class Engine:
         would not be used), unless the name written for it is at least ``name_floor`` likely and its
         arguments, after that, at least ``args_floor``."""
         backend, mark = self.backend, self.backend.n_past
-        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self._call_ids.__contains__)
+        monitor = self.dialect.new_monitor(self.config.max_block_tokens, taken=self.ledger.taken)
         head_marker = self.dialect.marker_tokens(Marker.HEAD)[0]
         tokens: list[int] = []
         closed, head, logprob, named, after_head = None, None, 0.0, 0.0, []
@@ -920,7 +893,7 @@ class Engine:
             call = parse_call(expr) if expr else None
         except CallSyntaxError:
             call = None
-        adds = (call is not None and closed.call_id.strip() not in self._call_ids
+        adds = (call is not None and closed.call_id.strip() not in self.ledger.ids
                 and self.tools.get(call.name) is not None and adds_task(call, self._made, self._asked))
         return Draft(tokens, expr, call, adds, head, logprob, named, tuple(after_head), cut_off)
 
@@ -957,11 +930,10 @@ class Engine:
         if tool is None:
             return logits
         _, param, written = target
-        fits = [cid for cid, name in self._producers.items() if cid not in self._failed
-                and ((source := self.tools.get(name)) is None or tool.takes_result(param, source))]
+        fits = self.ledger.results_for(target[0], param)
         if self._references is None:
             self._references = ReferenceGuide(self._token_texts())
-        allowed = self._references.allowed(written, self._call_ids, fits)
+        allowed = self._references.allowed(written, self.ledger.ids, fits)
         if allowed is None:
             return logits
         return np.where(allowed, logits, -np.inf).astype(logits.dtype, copy=False)
@@ -1032,7 +1004,7 @@ class Engine:
                 if self.copy_bias is not None:
                     self.copy_bias.learn(item.payload)
         self._outstanding.difference_update(sources)
-        self._failed.update(i.source for i in items if i.kind in ("error", "cancelled"))
+        self.ledger.failed.update(i.source for i in items if i.kind in ("error", "cancelled"))
         self._injected += len(tokens)
         self._emit(ev.InterruptInjected(sources=sources, n_tokens=len(tokens), position=position,
                                         text=text, latency=now - min(i.queued_at for i in items),
@@ -1159,8 +1131,8 @@ class Engine:
             self._reject(cid, raw, "QuotedCall", "this call is a copy of text from a tool result or a message, "
                                                  "and such text is never run")
             return None
-        if cid in self._call_ids:
-            fresh = self._fresh_id(cid)
+        if cid in self.ledger.ids:
+            fresh = self.ledger.fresh_id(cid)
             if not self._renaming:
                 self._renaming = True
                 self._reject(cid, raw, "DuplicateCallId",
@@ -1168,23 +1140,23 @@ class Engine:
                 return None
             self._emit(ev.Notice(level="info", message=f"The model used the id {cid} again; the call runs as {fresh}."))
             cid = fresh
-        self._call_ids.add(cid)
+        self.ledger.ids.add(cid)
         if self.copy_bias is not None:  # a later call may name this one as a dataflow reference
             self.copy_bias.learn_id(cid)
         try:
             expr = parse_call(item.expr)
         except CallSyntaxError as exc:
-            self._rejected.add(cid)
+            self.ledger.refused.add(cid)
             self._reject(cid, raw, "CallSyntaxError", str(exc))
             return None
         self._made.append(expr)
-        if (why := self._not_run(expr, cid)) is not None:
-            self._rejected.add(cid)
+        if (why := self.ledger.why_not(expr, cid)) is not None:
+            self.ledger.refused.add(cid)
             self._reject(cid, raw, *why)
             return None
         rendered = expr.render()
         if rendered in self._ran:
-            self._rejected.add(cid)
+            self.ledger.refused.add(cid)
             self._reject(cid, raw, "RepeatedCall",
                          f"the same call as {self._ran[rendered]} of this answer, whose result comes as {self._ran[rendered]}")
             return None
@@ -1192,7 +1164,7 @@ class Engine:
         self._refused_in_row = 0
         self._emit(ev.CallDetected(call_id=cid, name=expr.name, expr=rendered, refs=expr.refs))
         self.dialect.note_call(cid, rendered)
-        self._producers[cid] = expr.name
+        self.ledger.producers[cid] = expr.name
         call = Call(cid, expr)
         if self.mode is Mode.SYNC_PARALLEL:
             self._collected.append(call)

@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from . import events as ev
 from .cml import CANCELLED_PAYLOAD, CallExpr, Ref, error_payload, render_payload, render_value
 from .interrupts import Interrupt, InterruptQueue
+from .ledger import CallLedger
 
 
 class Tool(Protocol):
@@ -110,6 +111,7 @@ class Executor:
         tools: Toolbox,
         queue: InterruptQueue,
         emit: Callable[[ev.Event], None],
+        ledger: CallLedger,
         *,
         max_concurrency: int = 8,
         payload_limit: int = 2000,
@@ -118,6 +120,7 @@ class Executor:
         self.tools = tools
         self.queue = queue
         self.emit = emit
+        self.ledger = ledger
         self.payload_limit = payload_limit
         self.default_timeout = default_timeout
         self.max_concurrency = max_concurrency
@@ -218,8 +221,8 @@ class Executor:
         tool = self.tools.get(call.name)
         outcome: _Outcome
         try:
-            if tool is None:
-                raise CallFailure("UnknownTool", f"there is no tool named {call.name!r}")
+            if (why := self.ledger.why_not(call.expr, call.call_id)) is not None or tool is None:
+                raise CallFailure(*(why or ("UnknownTool", f"there is no tool named {call.name!r}")))
             args, kwargs = await self._resolve(call)
             arguments = tool.bind(args, kwargs)
             if tool.dangerous and not await self._confirmed(call):
@@ -296,8 +299,8 @@ class Executor:
         if not refs:
             return call.expr.args, call.expr.kwargs
         unknown = [r for r in refs if r not in self._outcomes]
-        if unknown:
-            raise CallFailure("UnknownReference", f"{unknown[0]} is not an earlier call")
+        if unknown:  # written, but never given to this executor
+            raise CallFailure("UnknownReference", f"{unknown[0]} is not the id of an earlier call")
         waiting = [r for r in refs if not self._outcomes[r].done()]
         if waiting:
             self.emit(ev.CallWaiting(call_id=call.call_id, on=tuple(waiting)))

@@ -119,20 +119,16 @@ def apply_settings(args: argparse.Namespace) -> "Settings":
     if args.payload_limit < 1:
         raise UsageError(f"--payload-limit must be at least 1 (the tokens of a result the model reads), "
                          f"not {args.payload_limit}.")
-    from asynclm import (EMBEDDED_BREAK_LOOPS, EMBEDDED_COMPLETE_CALLS, EMBEDDED_COPY_BIAS, EMBEDDED_MODEL,
-                         EMBEDDED_SAMPLING)
+    from asynclm.core.profiles import profile_for
 
-    embedded = args.embedded = Path(args.model).expanduser().resolve() == EMBEDDED_MODEL
-    if args.copy_bias is None:
-        args.copy_bias = EMBEDDED_COPY_BIAS if embedded else 0.0
-    if args.complete_calls is None:  # a script decides what is written
-        args.complete_calls = EMBEDDED_COMPLETE_CALLS and embedded and not args.script
-    if args.break_loops is None:
-        args.break_loops = EMBEDDED_BREAK_LOOPS and embedded and not args.script
+    profile = args.profile = profile_for(args.model)
+    for name, value in profile.engine_settings(scripted=bool(args.script)).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"):
         if getattr(args, name) is None:
-            given = name in settings.sampling_given or not embedded or name not in EMBEDDED_SAMPLING
-            setattr(args, name, getattr(settings.sampling, name) if given else EMBEDDED_SAMPLING[name])
+            given = name in settings.sampling_given or name not in profile.sampling
+            setattr(args, name, getattr(settings.sampling, name) if given else profile.sampling[name])
     if not args.copy_bias >= 0:
         raise UsageError(f"--copy-bias must be 0 (off) or more, not {args.copy_bias}.")
     from asynclm.core.llama import available_cores
@@ -424,13 +420,11 @@ def run_app(args: argparse.Namespace, settings: "Settings", demo=None) -> int:
             app.attach_writer(writer)
         return engine
 
-    from asynclm import EMBEDDED_GREETING
-
     app = ChatApp(make_engine, session_path=path, show_timeline=settings.timeline,
                   keymap=settings.keymap, theme=settings.theme, notices=problems,
                   history=resume_events or [], demo=demo,
                   screenshot=Path(args.screenshot) if args.screenshot else None,
-                  greeting=EMBEDDED_GREETING if args.embedded else None)
+                  greeting=args.profile.greeting)
     app.run()
     return 0
 

@@ -96,7 +96,7 @@ def test_a_resumed_session_rebuilds_the_exact_context(make_engine, tmp_path):
     resumed = log2.wait_for(lambda e: isinstance(e, ev.SessionResumed))
     assert resumed.tokens == kv_before and resumed.turns == 2
     # what typed references need: which tool each call ran, and which calls failed or were cancelled
-    assert second._producers == {"c": "calculator", "w": "wait"} and second._failed == {"w"}
+    assert second.ledger.producers == {"c": "calculator", "w": "wait"} and second.ledger.failed == {"w"}
     # and what the loop breaker lets an answer quote: the messages and results the session heard
     assert {"6*7?", "42", "now wait"} <= set(second._heard)
     assert second.backend.kv_positions() == kv_before

@@ -67,10 +67,10 @@ LEFT_OUT = {  # seed: (what is written, whether it is another tool's call)
 
 @pytest.mark.parametrize("seed", sorted(LEFT_OUT), ids=lambda s: LEFT_OUT[s][0])
 def test_the_completion_check_writes_the_call_the_model_left_out(seed):
-    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.profiles import EMBEDDED
 
     runs = {check: evaluate.run_episode(EMBEDDED_MODEL, seed, timeout=120, mode=Mode.SYNC,
-                                        copy_bias=EMBEDDED_COPY_BIAS, complete_calls=check)
+                                        copy_bias=EMBEDDED.copy_bias, complete_calls=check)
             for check in (False, True)}
     without, with_check = runs[False], runs[True]
     wanted = sorted(without.expected + without.expected_after_user)
@@ -88,11 +88,11 @@ def test_the_completion_check_does_not_open_a_call_that_could_not_run():
     text into a conversion's value (``convert_units(value=3.5714285714285716. 2 cups = ...``): rejected,
     the turn is not valid CML. With the check, the draft shows the call could not run, no other tool's
     draft adds a task there, and the model's next choice comes instead of the call."""
-    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.profiles import EMBEDDED
     from asynclm.core.cml import CallSyntaxError, parse_call
 
     runs = {check: evaluate.run_episode(EMBEDDED_MODEL, 950_000_089, timeout=120, mode=Mode.SYNC,
-                                        copy_bias=EMBEDDED_COPY_BIAS, complete_calls=check)
+                                        copy_bias=EMBEDDED.copy_bias, complete_calls=check)
             for check in (False, True)}
     assert any("CallSyntaxError" in r for r in runs[False].rejected), runs[False].rejected
     assert runs[True].valid and not runs[True].rejected, runs[True].rejected
@@ -114,11 +114,11 @@ def test_the_loop_breaker_lets_an_answer_that_looped_end_as_the_model_ends_it():
     folder, ``miom/dromaran``, as ``dromaranananan...`` until the engine ends the answer as a loop. With
     the loop breaker, the fourth ``an`` gives way to punctuation, the model finishes its sentence and
     its summary, and the turn ends as the model ends it; the calls are the same."""
-    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.profiles import EMBEDDED
     from asynclm.core.engine import starts_loop
 
     runs = {breaking: evaluate.run_episode(EMBEDDED_MODEL, 950_000_055, timeout=120, mode=Mode.SYNC, real=True,
-                                           copy_bias=EMBEDDED_COPY_BIAS, complete_calls=True, break_loops=breaking)
+                                           copy_bias=EMBEDDED.copy_bias, complete_calls=True, break_loops=breaking)
             for breaking in (False, True)}
     assert runs[False].end_reason == "repetition" and "dromaranananan" in runs[False].answer, runs[False].answer
     assert runs[True].valid and runs[True].written == runs[False].written, (runs[True].end_reason, runs[True].written)
@@ -141,9 +141,9 @@ LONGEST_FIRST = {  # seed: (the model's own first call, the one written first), 
 
 @pytest.mark.parametrize("seed", sorted(LONGEST_FIRST))
 def test_the_completion_check_writes_the_call_with_the_longest_estimate_first(seed):
-    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.profiles import EMBEDDED
 
-    runs = {longest: evaluate.run_episode(EMBEDDED_MODEL, seed, timeout=120, copy_bias=EMBEDDED_COPY_BIAS,
+    runs = {longest: evaluate.run_episode(EMBEDDED_MODEL, seed, timeout=120, copy_bias=EMBEDDED.copy_bias,
                                           complete_calls=True, longest_first=longest)
             for longest in (False, True)}
     own, longest = LONGEST_FIRST[seed]
@@ -157,7 +157,7 @@ def test_the_completion_check_writes_the_call_with_the_longest_estimate_first(se
 def test_a_stop_while_a_drafted_call_is_written_leaves_only_what_was_written_in_the_context():
     """With the check, the model's own call is drafted ahead and then written from the draft; a stop part
     way through must take the rest of the draft back out, so the context is what the events report."""
-    from asynclm import EMBEDDED_COPY_BIAS
+    from asynclm.core.profiles import EMBEDDED
     from asynclm.core import events as ev
     from asynclm.core.engine import Engine, EngineConfig
     from asynclm.core.llama import LlamaBackend
@@ -166,7 +166,7 @@ def test_a_stop_while_a_drafted_call_is_written_leaves_only_what_was_written_in_
 
     backend = LlamaBackend(EMBEDDED_MODEL, n_threads=1)
     engine = Engine(backend, default_registry(), sampling=GREEDY,
-                    config=EngineConfig(copy_bias=EMBEDDED_COPY_BIAS, complete_calls=True))
+                    config=EngineConfig(copy_bias=EMBEDDED.copy_bias, complete_calls=True))
     seen = {"context": 0, "kept": 0, "after": 0}
 
     def sink(e: ev.Event) -> None:

@@ -58,7 +58,8 @@ def test_flags_override_the_config_and_a_bad_config_stops_the_cli_in_one_line(tm
 
 
 def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model):
-    from asynclm import EMBEDDED_COPY_BIAS, EMBEDDED_MODEL
+    from asynclm import EMBEDDED_MODEL
+    from asynclm.core.profiles import EMBEDDED
     from asynclm.tui.cli import UsageError, apply_settings, build_parser
 
     none = EMPTY_CONFIG
@@ -69,7 +70,7 @@ def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, ti
         return args.copy_bias
 
     if EMBEDDED_MODEL.is_file():
-        assert bias() == EMBEDDED_COPY_BIAS > 0
+        assert bias() == EMBEDDED.copy_bias > 0
     assert bias("--model", str(tiny_model)) == 0.0
     assert bias("--model", str(tiny_model), "--copy-bias", "inf") == float("inf")
     if EMBEDDED_MODEL.is_file():
@@ -89,8 +90,8 @@ def test_the_copy_bias_is_on_for_the_embedded_model_only_unless_set(tmp_path, ti
 def test_the_decode_time_help_is_on_for_the_embedded_model_only_unless_set(tmp_path, tiny_model, name):
     """The completion check and the loop breaker: on for the embedded model, off for others and for a
     script, and set by the file or the command line (which wins)."""
-    import asynclm
     from asynclm import EMBEDDED_MODEL
+    from asynclm.core.profiles import EMBEDDED
     from asynclm.tui.cli import build_engine, apply_settings, build_parser, build_tools
 
     none, flag = EMPTY_CONFIG, "--" + name.replace("_", "-")
@@ -101,7 +102,7 @@ def test_the_decode_time_help_is_on_for_the_embedded_model_only_unless_set(tmp_p
         return getattr(args, name)
 
     if EMBEDDED_MODEL.is_file():
-        assert check() is getattr(asynclm, f"EMBEDDED_{name.upper()}") is True
+        assert check() is getattr(EMBEDDED, name) is True
         assert check(flag.replace("--", "--no-")) is False
         assert check("--script", "Hi.") is False, "a script decides what is written"
         assert check("--script", "Hi.", flag) is True
