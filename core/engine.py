@@ -39,6 +39,7 @@ from .copying import CopyBias, token_texts
 from .dialect import Dialect, select_dialect
 from .executor import Call, Executor, Toolbox
 from .ledger import CallLedger
+from .replay import read_recording
 from .interrupts import Interrupt, InterruptQueue
 from .llama import ContextFull, LlamaBackend
 from .monitor import Monitor
@@ -273,57 +274,33 @@ class Engine:
     def resume(self, events: list[ev.Event], path: str = "") -> None:
         """Continue a recorded session: call before ``start``. The decode thread re-evaluates the
         recorded context (every token, in order) before serving, so the model sees what it saw."""
-        start = max((i for i, e in enumerate(events) if isinstance(e, ev.SessionStarted)), default=None)
-        if start is None:
-            raise ValueError("the session file has no session in it")
-        session = events[start]
+        recorded = read_recording(events)
+        session = recorded.session
         if session.model != self.backend.info.name or session.dialect != self.dialect.name:
             raise ValueError(
                 f"the session was recorded with model {session.model!r} ({session.dialect} dialect), "
                 f"not {self.backend.info.name!r} ({self.dialect.name} dialect)")
-        tokens: list[int] = []
-        queued: list[ev.InterruptQueued] = []
-        unanswered: dict[str, str] = {}  # call id -> tool name, for calls with no result recorded
-        for e in events[start:]:
-            if isinstance(e, ev.CallDetected):
-                unanswered[e.call_id] = e.name
-            if isinstance(e, ev.InterruptQueued):
-                unanswered.pop(e.source, None)
-                queued.append(e)
-            elif isinstance(e, ev.InterruptInjected):
-                del queued[:len(e.sources)]  # an injection takes everything queued, in order
-            if isinstance(e, ev.ContextExtended):
-                tokens.extend(e.tokens)
-            elif isinstance(e, ev.TokenGenerated):
-                tokens.append(e.token)
-            elif isinstance(e, (ev.CallDetected, ev.CallRejected)) and e.call_id:
-                self.ledger.ids.add(e.call_id)
-                if isinstance(e, ev.CallDetected):
-                    self.ledger.producers[e.call_id] = e.name
+        for kind, value in recorded.learned:
+            if kind == "id":
+                self.ledger.ids.add(value)
                 if self.copy_bias is not None:
-                    self.copy_bias.learn_id(e.call_id)
-            elif isinstance(e, ev.InterruptQueued) and e.kind in ("error", "cancelled"):
-                self.ledger.failed.add(e.source)
-            elif isinstance(e, ev.InterruptQueued) and e.kind != "system":
-                self._heard.append(e.payload)
-                self._quotes.add(e.payload)
+                    self.copy_bias.learn_id(value)
+            else:
+                self._heard.append(value)
+                self._quotes.add(value)
                 if self.copy_bias is not None:
-                    self.copy_bias.learn(e.payload)
-            elif isinstance(e, ev.TurnStarted):
-                self.turn = e.turn
-        # Results and notices that were queued but never entered (a stop's cancellations) still will;
-        # a message the user sent just before quitting is not replayed as a new question.
-        for q in queued:
-            if q.source != "user":
-                self.queue.put(Interrupt(q.source, q.payload, q.kind))
-        self._lost = list(unanswered.items())
-        self.ledger.failed.update(unanswered)
-        last_end = next((e for e in reversed(events[start:]) if isinstance(e, ev.TurnEnded)), None)
+                    self.copy_bias.learn(value)
+        self.ledger.producers.update(recorded.producers)
+        self.ledger.failed.update(recorded.failed)
+        for interrupt in recorded.pending:
+            self.queue.put(interrupt)
+        self._lost = recorded.lost
+        self.ledger.failed.update(call_id for call_id, _ in recorded.lost)
+        self.turn = recorded.turn
         # A finished answer is followed by the end-of-sequence token, evaluated when the next turn opens.
-        ended = last_end is not None and last_end.reason in ("done", *CUT_SHORT)
-        self._prefix = self.dialect.turn_separator() if ended else []
+        self._prefix = self.dialect.turn_separator() if recorded.last_end in ("done", *CUT_SHORT) else []
         self._tools_text = session.tools
-        self._restore = (tokens, path)
+        self._restore = (recorded.tokens, path)
 
     def _begin_session(self) -> None:
         if self.copy_bias is not None:

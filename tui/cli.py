@@ -282,7 +282,12 @@ def start_headless(args: argparse.Namespace, *sinks) -> tuple:
         continue_session(engine, events, path)
     else:
         path = session_path(args)
-    writer = open_writer(path) if path is not None else None
+    try:
+        writer = open_writer(path) if path is not None else None
+    except UsageError:
+        engine.close()
+        engine.backend.close()
+        raise
     if writer is not None:
         engine.subscribe(writer)
     engine.executor.confirmer = _headless_confirmer
