@@ -3,7 +3,7 @@
 A small model often stops calling before a request's last task, and its confidence does not tell an
 early stop from a finished request. So where it chooses anything but another call right after one, the
 engine drafts the call it would write next (greedy, through the real context, then taken back out of
-the KV cache: ``Engine._complete``) and keeps it only if it *adds a task*: it repeats no call of the
+the KV cache: ``core.drafting``) and keeps it only if it *adds a task*: it repeats no call of the
 answer, and a value of it holds a word or number of the user's message that no call holds yet, from a
 part of the message (split at commas, "and", "then", ...) that no call has taken a word from; or it
 takes a result that no other call takes yet. If the model's own draft adds nothing, the likeliest call

@@ -277,7 +277,7 @@ def test_tool_estimates_reads_each_tools_shown_estimate_in_list_order():
 
 
 def test_estimate_seconds_reads_an_estimate_as_the_tool_list_shows_it():
-    from asynclm.core.engine import estimate_seconds
+    from asynclm.core.drafting import estimate_seconds
 
     assert estimate_seconds("~20ms") == 0.02
     assert estimate_seconds("~1.5s") == 1.5
