@@ -33,7 +33,6 @@ from .cml import (
     BlockState, CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
     is_call_id, parse_call, tool_estimates, cut, uncut, CANCELLED_PAYLOAD,
 )
-from .copying import CopyBias, token_texts
 from .dialect import Dialect, select_dialect
 from .drafting import WITHHELD, Answer, Drafter
 from .executor import Call, Executor, Toolbox
@@ -45,7 +44,7 @@ from .monitor import Monitor
 from .policy import Policy, SampledPolicy, ScriptViolation
 from .promptcache import PromptCache
 from .quotation import Quotations
-from .references import ReferenceGuide, reference_target
+from .steering import LoopBreaker, Steering, Vocabulary
 from .sampling import Sampler, SamplingSettings
 
 log = logging.getLogger("asynclm.engine")
@@ -94,8 +93,6 @@ CUT_SHORT = ("stopped", "repetition", "length", "timeout", "idle_trap", "refused
 SAME_CHARACTER = 200  # one character this many times in a row is a loop: longer than any rule or number
 RECENT_CHARS = 400  # how much of the model's latest text the loop check and the copy bias look at
 DRAFTS_PER_TURN = 32  # enough for every call a request names; a bound on the time drafts can take
-LOOP_COPIES = 3  # with break_loops: a piece written this many times in a row may not start again
-LOOP_BREAKS = 2  # loops an answer may have broken; the next one ends it (``_break_loop``)
 
 
 def repeating(text: str, repeats: int = REPEATS) -> str:
@@ -121,29 +118,6 @@ def repeating(text: str, repeats: int = REPEATS) -> str:
     return ""
 
 
-def starts_loop(text: str, copies: int = LOOP_COPIES) -> str:
-    """The piece of 2-40 characters, with a letter or digit in it, that ends ``text`` ``copies`` times in
-    a row and then more of it, a letter or digit at least (``Done. walse walse walse w``: `` walse``; a
-    space alone is not yet a fourth ``walse``), or "". A small model that has written a word or number
-    three times in a row most often goes on writing it until the answer is cut short (``repeating``) or
-    the context is full (``099.099.099.0999999.29999999.2999...``); a person seldom writes the same thing
-    a fourth time. One character over and over is a piece of two (``lllllll``, ``0000000``)."""
-    for size in range(2, 41):
-        if len(text) < copies * size + 1:
-            break
-        if text[-1] != text[-1 - size]:
-            continue  # no run of this size: most sizes, on every token, decided by one comparison
-        start = len(text) - size
-        while start > 0 and text[start - 1] == text[start - 1 + size]:
-            start -= 1
-        full, more = divmod(len(text) - start, size)
-        unit = text[start:start + size]
-        if any(ch.isalnum() for ch in unit) and (
-                full > copies or full == copies and any(ch.isalnum() for ch in text[len(text) - more:])):
-            return unit
-    return ""
-
-
 class Engine:
     def __init__(
         self,
@@ -163,22 +137,20 @@ class Engine:
         self.mode = config.mode
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
-        self.copy_bias = None
-        self._texts: list[str | None] | None = None  # what each token adds (``_token_texts``)
-        self._id_continuations: np.ndarray | None = None  # tokens that go on with an id (``_keep_id_open``)
-        self._worded: np.ndarray | None = None  # tokens of words, numbers or spaces (``_break_loop``)
-        self._loops_broken = 0  # in this answer
-        self._references: ReferenceGuide | None = None  # built at the first reference (``_typed_reference``)
-        if config.copy_bias > 0:
-            end = self.dialect.marker_tokens(Marker.END)  # one control token in the native dialect
-            self.copy_bias = CopyBias(self._token_texts(), config.copy_bias, tuple(end) if len(end) == 1 else ())
         opener = self.dialect.marker_tokens(Marker.CALL)  # the completion check drafts from one control token
         self._call_opener = opener[0] if config.complete_calls and len(opener) == 1 else None
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
-        self.ledger = CallLedger(tools)  # session state, touched only by the decode thread (or while it is idle)
+        # Session state, touched only by the decode thread (or while it is idle).
+        self.ledger = CallLedger(tools)
         self.answer = Answer()  # the answer being written, as the completion check reads it
-        self.drafter = Drafter(self.backend, self.dialect, tools, self.ledger, self.answer, self._steer, self._emit,
+        self._heard: list[str] = []  # the user's messages and the results, as they entered
+        vocab = Vocabulary(backend)
+        self.steering = Steering(vocab, self.dialect, tools, self.ledger, copy_bias=config.copy_bias,
+                                 copy_text=config.copy_text, typed_references=config.typed_references)
+        self.loop_breaker = LoopBreaker(vocab, self._heard, lambda logits, banned: self.policy.choose(logits, banned))
+        self.drafter = Drafter(self.backend, self.dialect, tools, self.ledger, self.answer, self.steering.apply,
+                               self._emit,
                                is_async=lambda: self.mode is Mode.ASYNC, max_block_tokens=config.max_block_tokens,
                                longest_first=config.longest_first)
         self.executor = Executor(tools, self.queue, self._emit, self.ledger,
@@ -192,10 +164,8 @@ class Engine:
         self._turns_ended = 0
         self._in_turn = False
         self.turn = 0
-        # Session state, touched only by the decode thread (or while it is idle).
         self._outstanding: set[str] = set()
         self._collected: list[Call] = []
-        self._heard: list[str] = []  # the user's messages and the results, as they entered (``_break_loop``)
         self._quotes = Quotations()  # the same, for telling a call quoted from them (``core.quotation``)
         self._prefix: list[int] = []
         self._monitor: Monitor | None = None
@@ -243,13 +213,11 @@ class Engine:
         for kind, value in recorded.learned:
             if kind == "id":
                 self.ledger.ids.add(value)
-                if self.copy_bias is not None:
-                    self.copy_bias.learn_id(value)
+                self.steering.learn_id(value)
             else:
                 self._heard.append(value)
                 self._quotes.add(value)
-                if self.copy_bias is not None:
-                    self.copy_bias.learn(value)
+                self.steering.learn(value)
         self.ledger.producers.update(recorded.producers)
         self.ledger.failed.update(recorded.failed)
         for interrupt in recorded.pending:
@@ -263,8 +231,7 @@ class Engine:
         self._restore = (recorded.tokens, path)
 
     def _begin_session(self) -> None:
-        if self.copy_bias is not None:
-            self.copy_bias.reset()
+        self.steering.reset()
         self.ledger.clear()
         self._outstanding.clear()
         self._collected.clear()
@@ -423,7 +390,8 @@ class Engine:
         recent, injected = "", 0  # the end of the model's text since the last interrupt
         generated = 0
         self._injected = 0
-        self.answer.asked, self.answer.made, self._loops_broken, self._ran = [], [], 0, {}
+        self.answer.asked, self.answer.made, self._ran = [], [], {}
+        self.loop_breaker.reset()
         idle_traps, self._refused_in_row = 0, 0
         deadline = time.monotonic() + self.config.turn_seconds if self.config.turn_seconds > 0 else None
         after_call, drafts, forced, in_kv = False, 0, deque(), 0  # the completion check (``core.drafting``)
@@ -455,10 +423,10 @@ class Engine:
                 if forced:
                     token = forced.popleft()
                 else:
-                    logits, banned = self._steer(backend.logits(), monitor, recent), monitor.banned()
+                    logits, banned = self.steering.apply(backend.logits(), monitor, recent), monitor.banned()
                     token = policy.choose(logits, banned)
                     if self.config.break_loops and monitor.state is BlockState.OUTSIDE:
-                        token, stuck = self._break_loop(logits, banned, token, recent)
+                        token, stuck = self.loop_breaker.check(logits, banned, token, recent)
                     opens = self._call_opener is not None and token == self._call_opener
                     if (after_call or opens) and drafts < DRAFTS_PER_TURN:
                         drafts += 1
@@ -596,81 +564,6 @@ class Engine:
             return notes.message_held_back(str(exc)), True
         return notes.message_too_long(longest, n_ctx, fresh, self.backend.info.n_ctx_train), False
 
-    def _steer(self, logits: np.ndarray, monitor: Monitor, recent: str) -> np.ndarray:
-        """The engine's steering of the model's logits where ``monitor`` stands: the copy bias in a call's
-        arguments and answer text, typed references, a used id kept open."""
-        if monitor.state is BlockState.CALL_BODY:
-            if self.copy_bias is not None:
-                logits = self.copy_bias.apply(logits, monitor.call_body)
-            if self.config.typed_references:
-                logits = self._typed_reference(logits, monitor.call_body)
-        elif self.copy_bias is not None and self.config.copy_text and monitor.state is BlockState.OUTSIDE:
-            logits = self.copy_bias.apply_text(logits, recent)
-        elif monitor.state is BlockState.CALL_ID and monitor.call_id.strip() in self.ledger.ids:
-            logits = self._keep_id_open(logits, monitor.call_id)
-        return logits
-
-    def _break_loop(self, logits: np.ndarray, banned: np.ndarray, token: int, recent: str) -> tuple[int, str]:
-        """With ``break_loops``: where ``token`` would start a piece of the answer's ``recent`` text a
-        fourth time in a row (``starts_loop``), and no user message or result holds it four times (a
-        file's ``hi hi hi hi``), the model's likeliest choice of punctuation (or a marker, or its end)
-        instead: it ends the phrase or quote (``voulebrul voulebrul voulebrul".``). Another word in its
-        place only made the loop longer (``voulebrul voulebrul voumebrul voulebrul ...``), and a number
-        or a space began the same word again.
-        Returns the token to write, and the piece where the answer has broken ``LOOP_BREAKS`` loops
-        already: this one ends it, as ``repeating`` would."""
-        unit = starts_loop(recent + (self._token_texts()[token] or ""))
-        if not unit or any((unit * (LOOP_COPIES + 1)).strip() in heard for heard in self._heard):
-            return token, ""
-        self._loops_broken += 1
-        if self._loops_broken > LOOP_BREAKS:
-            return token, unit
-        if self._worded is None:
-            self._worded = np.flatnonzero([text is not None and (text.isspace() or any(map(str.isalnum, text)))
-                                           for text in self._token_texts()])
-        return self.policy.choose(logits, np.union1d(banned, self._worded)), ""
-
-    def _keep_id_open(self, logits: np.ndarray, written: str) -> np.ndarray:
-        """An id the session has used may not end here: the model writes on (``c5`` becomes ``c55``)
-        rather than have its call rejected. Only letters, digits and underscores may follow, so the id
-        stays an id (a model set on the used one otherwise wrote ``c10*9")...`` until the block ran
-        past its limit). Only where [HEAD] is one token (the native dialect) and the id has not
-        already ended with a space."""
-        if written[-1:].isspace():
-            return logits
-        if self._id_continuations is None:
-            allowed = np.zeros(self.backend.n_vocab, dtype=bool)
-            if len(self.dialect.marker_tokens(Marker.HEAD)) == 1:
-                for t, text in enumerate(self._token_texts()):
-                    allowed[t] = text is not None and text.isascii() and text.replace("_", "a").isalnum()
-            self._id_continuations = allowed
-        if not self._id_continuations.any():
-            return logits
-        return np.where(self._id_continuations, logits, -np.inf).astype(logits.dtype, copy=False)
-
-    def _token_texts(self) -> list[str | None]:
-        """What each token adds to the text (``copying.token_texts``), read from the model once for the
-        copy bias, the reference guide and the id continuations."""
-        if self._texts is None:
-            self._texts = token_texts(self.backend.n_vocab, self.backend.piece, self.backend.is_control)
-        return self._texts
-
-    def _typed_reference(self, logits: np.ndarray, body: str) -> np.ndarray:
-        """Within a dataflow reference, only the ids of earlier calls whose results the argument could
-        take (``core.references``)."""
-        target = reference_target(body)
-        tool = self.tools.get(target[0]) if target is not None else None
-        if tool is None:
-            return logits
-        _, param, written = target
-        fits = self.ledger.results_for(target[0], param)
-        if self._references is None:
-            self._references = ReferenceGuide(self._token_texts())
-        allowed = self._references.allowed(written, self.ledger.ids, fits)
-        if allowed is None:
-            return logits
-        return np.where(allowed, logits, -np.inf).astype(logits.dtype, copy=False)
-
     def _refresh_tool_list(self) -> None:
         """Tell the model when observed latencies have moved the LPT estimates it was given, ahead of
         what opens the turn, so that the user's words stay the last thing before the answer. Only the
@@ -734,8 +627,7 @@ class Engine:
             if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
                 self._heard.append(item.payload)
                 self._quotes.add(item.payload)
-                if self.copy_bias is not None:
-                    self.copy_bias.learn(item.payload)
+                self.steering.learn(item.payload)
         self._outstanding.difference_update(sources)
         self.ledger.failed.update(i.source for i in items if i.kind in ("error", "cancelled"))
         self._injected += len(tokens)
@@ -874,8 +766,7 @@ class Engine:
             self._emit(ev.Notice(level="info", message=f"The model used the id {cid} again; the call runs as {fresh}."))
             cid = fresh
         self.ledger.ids.add(cid)
-        if self.copy_bias is not None:  # a later call may name this one as a dataflow reference
-            self.copy_bias.learn_id(cid)
+        self.steering.learn_id(cid)
         try:
             expr = parse_call(item.expr)
         except CallSyntaxError as exc:

@@ -18,7 +18,7 @@ class ModelProfile:
     name: str
     copy_bias: float = 0.0  # argument values steered toward the conversation's words (core/copying.py)
     complete_calls: bool = False  # calls the model leaves out are drafted and written (core/completion.py)
-    break_loops: bool = False  # a piece written a fourth time in a row gives way (core/engine.py, starts_loop)
+    break_loops: bool = False  # a piece written a fourth time in a row gives way (core/steering.py, LoopBreaker)
     sampling: Mapping[str, float] = field(default_factory=dict)  # the sampler's defaults, replaced
     greeting: str | None = None  # what the app shows atop a new, empty session
 

@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --complete-calls: write each call where the model opens it, whatever its estimate")
     p.add_argument("--break-loops", action="store_true",
                    help="where the answer would write a piece of text a fourth time in a row, the model's "
-                        "likeliest punctuation instead (core.engine.starts_loop)")
+                        "likeliest punctuation instead (core.steering.starts_loop)")
     p.add_argument("--second-turns", action="store_true",
                    help="measure second requests instead: each episode's session answers one request "
                         "with calls, then a second, whose calls are compared")

@@ -60,7 +60,7 @@ class Settings:
     payload_limit: int = 1000  # tokens
     copy_bias: float | None = None  # None: on for the embedded model only (core/copying.py)
     complete_calls: bool | None = None  # None: on for the embedded model only (core/completion.py)
-    break_loops: bool | None = None  # None: on for the embedded model only (core/engine.py, starts_loop)
+    break_loops: bool | None = None  # None: on for the embedded model only (core/steering.py, LoopBreaker)
     tools: list[str] = field(default_factory=list)
     allow_shell: bool = False
     root: str | None = None

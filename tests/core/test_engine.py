@@ -9,7 +9,8 @@ import pytest
 
 from asynclm.core import events as ev
 from asynclm.core import notes
-from asynclm.core.engine import EngineConfig, Mode, repeating, starts_loop
+from asynclm.core.engine import EngineConfig, Mode, repeating
+from asynclm.core.steering import starts_loop
 from asynclm.core.cml import Marker, split_atoms
 from asynclm.core.interrupts import Interrupt
 from asynclm.core.policy import ScriptedPolicy
