@@ -115,7 +115,7 @@ def test_the_loop_breaker_lets_an_answer_that_looped_end_as_the_model_ends_it():
     the loop breaker, the fourth ``an`` gives way to punctuation, the model finishes its sentence and
     its summary, and the turn ends as the model ends it; the calls are the same."""
     from asynclm.core.profiles import EMBEDDED
-    from asynclm.core.engine import starts_loop
+    from asynclm.core.steering import starts_loop
 
     runs = {breaking: evaluate.run_episode(EMBEDDED_MODEL, 950_000_055, timeout=120, mode=Mode.SYNC, real=True,
                                            copy_bias=EMBEDDED.copy_bias, complete_calls=True, break_loops=breaking)
