@@ -29,11 +29,11 @@ from typing import Iterable
 
 import numpy as np
 
+from .backend import Backend
 from .chat import (DEFAULT_TEMPLATES, SENTINEL, ChatTemplate, TemplateError, default_template_name,
                    system_prompt, tools_prompt)
 from .cml import MARKERS, Atom, BlockState, Marker, format_interrupt, interrupt_atoms, neutralise, tool_estimates
 from .interrupts import Interrupt
-from .llama import LlamaBackend
 from .monitor import Monitor
 from .toolcalls import ToolCallSyntax, neutralise_call_tags
 
@@ -47,7 +47,7 @@ class DialectError(ValueError):
 class Dialect:
     name = "?"
 
-    def __init__(self, backend: LlamaBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._text_cache: dict[str, list[int]] = {}
         self._adds_space = backend.detokenize(backend.tokenize("a", special=False)).startswith(" ")
@@ -148,7 +148,7 @@ class NativeDialect(Dialect):
     name = "native"
     notes_idle_traps = True
 
-    def __init__(self, backend: LlamaBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         super().__init__(backend)
         ids: dict[Marker, int] = {}
         for marker in MARKERS:
@@ -193,7 +193,7 @@ class TemplateDialect(Dialect):
 
     bare_calls = False  # calls in the family syntax only when tagged (``core.toolcalls``)
 
-    def __init__(self, backend: LlamaBackend, *, messages: bool = False,
+    def __init__(self, backend: Backend, *, messages: bool = False,
                  template: ChatTemplate | None = None) -> None:
         super().__init__(backend)
         self.template = template or template_for(backend)
@@ -351,7 +351,7 @@ class ToolsDialect(TemplateDialect):
     fenced (``core.toolcalls``), and each result enters as the template's tool message, naming its call.
     There is no trap: an answer that ends while calls run waits for them (end of sequence acts as one)."""
 
-    def __init__(self, backend: LlamaBackend, template: ChatTemplate | None = None) -> None:
+    def __init__(self, backend: Backend, template: ChatTemplate | None = None) -> None:
         super().__init__(backend, messages=True, template=template)
         if not self.template.info.tools:
             raise DialectError(f"the {self.template.info.name} chat template has no tool-call format, "
@@ -393,7 +393,7 @@ class ToolsDialect(TemplateDialect):
         return self.template.after_assistant([*messages, {"role": "user", "content": user}])
 
 
-def template_for(backend: LlamaBackend) -> ChatTemplate:
+def template_for(backend: Backend) -> ChatTemplate:
     """The model's own chat template, or the built-in one that suits its vocabulary."""
     bos = backend.piece(backend.bos).decode("utf-8", errors="replace") if backend.bos >= 0 else ""
     eos = backend.piece(backend.eos).decode("utf-8", errors="replace") if backend.eos >= 0 else ""
@@ -407,7 +407,7 @@ def template_for(backend: LlamaBackend) -> ChatTemplate:
     return ChatTemplate(DEFAULT_TEMPLATES[name], name=name, bos=bos, eos=eos)
 
 
-def select_dialect(backend: LlamaBackend, name: str | None = None) -> Dialect:
+def select_dialect(backend: Backend, name: str | None = None) -> Dialect:
     """The dialect named, or the best one the model supports."""
     if name in (None, "auto"):
         try:

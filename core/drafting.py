@@ -17,12 +17,13 @@ from typing import Callable
 import numpy as np
 
 from . import events as ev
+from .backend import Backend
 from .cml import BlockState, CallClosed, CallExpr, CallSyntaxError, Marker, parse_call, tool_estimates
 from .completion import ARGS_FLOOR, NAME_FLOOR, OWN_FLOOR, SEARCH_FLOOR, adds_task, likely_enough
 from .dialect import Dialect
 from .executor import Toolbox
 from .ledger import CallLedger
-from .llama import ContextFull, LlamaBackend
+from .llama import ContextFull
 from .monitor import Monitor
 
 DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
@@ -74,7 +75,7 @@ class Answer:
 
 
 class Drafter:
-    def __init__(self, backend: LlamaBackend, dialect: Dialect, tools: Toolbox, ledger: CallLedger,
+    def __init__(self, backend: Backend, dialect: Dialect, tools: Toolbox, ledger: CallLedger,
                  answer: Answer, steer: Callable[[np.ndarray, Monitor, str], np.ndarray],
                  emit: Callable[[ev.Event], None], *, is_async: Callable[[], bool], max_block_tokens: int,
                  longest_first: bool) -> None:

@@ -33,19 +33,20 @@ from .cml import (
     BlockState, CallClosed, Malformed, Marker, TrapClosed, Text, CallSyntaxError, error_payload,
     is_call_id, parse_call, tool_estimates, cut, uncut, CANCELLED_PAYLOAD,
 )
+from .backend import Backend
 from .dialect import Dialect, select_dialect
 from .drafting import WITHHELD, Answer, Drafter
 from .executor import Call, Executor, Toolbox
-from .ledger import CallLedger
-from .replay import read_recording
 from .interrupts import Interrupt, InterruptQueue
-from .llama import ContextFull, LlamaBackend
+from .ledger import CallLedger
+from .llama import ContextFull
 from .monitor import Monitor
 from .policy import Policy, SampledPolicy, ScriptViolation
 from .promptcache import PromptCache
 from .quotation import Quotations
-from .steering import LoopBreaker, Steering, Vocabulary
+from .replay import read_recording
 from .sampling import Sampler, SamplingSettings
+from .steering import LoopBreaker, Steering, Vocabulary
 
 log = logging.getLogger("asynclm.engine")
 
@@ -121,7 +122,7 @@ def repeating(text: str, repeats: int = REPEATS) -> str:
 class Engine:
     def __init__(
         self,
-        backend: LlamaBackend,
+        backend: Backend,
         tools: Toolbox,
         *,
         policy: Policy | None = None,

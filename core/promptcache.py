@@ -14,7 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from .llama import LlamaBackend, user_cache_dir
+from .backend import Backend
+from .llama import user_cache_dir
 
 log = logging.getLogger("asynclm.promptcache")
 KEEP = 8  # saved openings kept: a handful of models and tool sets
@@ -29,12 +30,12 @@ class PromptCache:
         self.directory = directory or default_dir()
         self.keep = keep
 
-    def _path(self, backend: LlamaBackend, tokens: list[int]) -> Path:
+    def _path(self, backend: Backend, tokens: list[int]) -> Path:
         digest = hashlib.sha256(backend.identity.encode())
         digest.update(b"".join(t.to_bytes(4, "little") for t in tokens))
         return self.directory / f"{digest.hexdigest()[:32]}.state"
 
-    def restore(self, backend: LlamaBackend, tokens: list[int]) -> bool:
+    def restore(self, backend: Backend, tokens: list[int]) -> bool:
         """Put ``tokens`` into the empty context from a saved state; False if none fits."""
         path = self._path(backend, tokens)
         if not path.is_file() or not backend.load_state(path, tokens):
@@ -45,7 +46,7 @@ class PromptCache:
             pass
         return True
 
-    def save(self, backend: LlamaBackend, tokens: list[int]) -> None:
+    def save(self, backend: Backend, tokens: list[int]) -> None:
         """Save the context, which holds exactly ``tokens``; old states beyond ``keep`` are removed."""
         path = self._path(backend, tokens)
         try:

@@ -11,12 +11,12 @@ from typing import Callable
 
 import numpy as np
 
+from .backend import Backend
 from .cml import BlockState, Marker
 from .copying import CopyBias, token_texts
 from .dialect import Dialect
 from .executor import Toolbox
 from .ledger import CallLedger
-from .llama import LlamaBackend
 from .monitor import Monitor
 from .references import ReferenceGuide, reference_target
 
@@ -27,7 +27,7 @@ LOOP_BREAKS = 2  # loops an answer may have broken; the next one ends it (``Loop
 class Vocabulary:
     """What each token adds to the text (``copying.token_texts``), read from the model once."""
 
-    def __init__(self, backend: LlamaBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._texts: list[str | None] | None = None
 
