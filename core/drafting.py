@@ -78,9 +78,10 @@ class Drafter:
     def __init__(self, backend: Backend, dialect: Dialect, tools: Toolbox, ledger: CallLedger,
                  answer: Answer, steer: Callable[[np.ndarray, Monitor, str], np.ndarray],
                  emit: Callable[[ev.Event], None], *, is_async: Callable[[], bool], max_block_tokens: int,
-                 longest_first: bool) -> None:
+                 longest_first: bool, stopped: Callable[[], bool] = lambda: False) -> None:
         self.backend, self.dialect, self.tools, self.ledger = backend, dialect, tools, ledger
         self.answer, self.steer, self.emit, self.is_async = answer, steer, emit, is_async
+        self.stopped = stopped  # the answer was stopped: drafting gives up at once
         self.max_block_tokens, self.longest_first = max_block_tokens, longest_first
         opener = dialect.marker_tokens(Marker.CALL)  # drafts start from one control token
         self.opener = opener[0] if len(opener) == 1 else None
@@ -167,6 +168,8 @@ class Drafter:
         after_own = [c for c in (*self.answer.made, own.call) if c is not None]
         drafts, chosen = [], None
         for name in names:
+            if self.stopped():
+                break
             draft = self._draft(ids + self._name_opening(name), SEARCH_FLOOR, shared=len(ids),
                                 logits=own.after_head[0], keep=True)
             draft = replace(draft, adds=draft.adds and not draft.call.refs and draft.logprob >= SEARCH_FLOOR
@@ -200,6 +203,8 @@ class Drafter:
         try:
             after_head = self._eval_id(ids)
             for name in self.tools.names():
+                if self.stopped():
+                    break
                 if name != own.tool:
                     drafts.append(self._draft(ids + self._name_opening(name), SEARCH_FLOOR,
                                               shared=len(ids), logits=after_head, name_floor=NAME_FLOOR,
@@ -250,7 +255,7 @@ class Drafter:
         forced = deque(opening)
         try:
             token = forced.popleft()
-            while len(tokens) < DRAFT_TOKENS:
+            while len(tokens) < DRAFT_TOKENS and not self.stopped():
                 tokens.append(token)
                 if token == head_marker and head is None:
                     head = len(tokens) - 1

@@ -153,7 +153,7 @@ class Engine:
         self.drafter = Drafter(self.backend, self.dialect, tools, self.ledger, self.answer, self.steering.apply,
                                self._emit,
                                is_async=lambda: self.mode is Mode.ASYNC, max_block_tokens=config.max_block_tokens,
-                               longest_first=config.longest_first)
+                               longest_first=config.longest_first, stopped=lambda: self._stop.is_set())
         self.executor = Executor(tools, self.queue, self._emit, self.ledger,
                                  max_concurrency=config.max_concurrency,
                                  payload_limit=config.payload_limit * CHARS_PER_TOKEN,
@@ -265,6 +265,9 @@ class Engine:
         self.queue.wake()
         if self._thread.is_alive():
             self._thread.join(10)
+            if self._thread.is_alive():  # the caller frees the backend next: never while it is in use
+                log.warning("the decode thread is still running after 10 s; waiting for it")
+                self._thread.join()
         self.executor.cancel_all()
         self.executor.close()
 
