@@ -8,9 +8,9 @@ tools, the call ledger and the current answer, and reports each draft as a ``Cal
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
-import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -28,6 +28,8 @@ from .monitor import Monitor
 
 DRAFT_TOKENS = 96  # the longest call the completion check drafts (the built-in tools' calls: 10-40 tokens)
 NAME_STEPS = 8  # a draft keeps the logits of this many tokens after its [HEAD] (a built-in tool's name: 2-7)
+WITHHELD: tuple[list[int], int] = ([], 0)  # the completion check's answer for a call not to open
+
 
 def token_logprob(logits: np.ndarray, token: int) -> float:
     """The log-probability of ``token`` under ``logits`` (a log-softmax, for one token)."""
@@ -42,8 +44,6 @@ def estimate_seconds(shown: str) -> float:
         return 0.0
     return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
-
-WITHHELD: tuple[list[int], int] = ([], 0)  # the completion check's answer for a call not to open
 
 @dataclass(frozen=True)
 class Draft:

@@ -138,8 +138,6 @@ class Engine:
         self.mode = config.mode
         self.dialect = dialect if isinstance(dialect, Dialect) else select_dialect(backend, dialect)
         self.policy: Policy = policy or SampledPolicy(Sampler(sampling or SamplingSettings()))
-        opener = self.dialect.marker_tokens(Marker.CALL)  # the completion check drafts from one control token
-        self._call_opener = opener[0] if config.complete_calls and len(opener) == 1 else None
         self.queue = InterruptQueue()
         self._sinks: list[Callable[[ev.Event], None]] = []
         # Session state, touched only by the decode thread (or while it is idle).
@@ -154,6 +152,7 @@ class Engine:
                                self._emit,
                                is_async=lambda: self.mode is Mode.ASYNC, max_block_tokens=config.max_block_tokens,
                                longest_first=config.longest_first, stopped=lambda: self._stop.is_set())
+        self._call_opener = self.drafter.opener if config.complete_calls else None  # the check drafts from it
         self.executor = Executor(tools, self.queue, self._emit, self.ledger,
                                  max_concurrency=config.max_concurrency,
                                  payload_limit=config.payload_limit * CHARS_PER_TOKEN,
@@ -216,9 +215,7 @@ class Engine:
                 self.ledger.ids.add(value)
                 self.steering.learn_id(value)
             else:
-                self._heard.append(value)
-                self._quotes.add(value)
-                self.steering.learn(value)
+                self._hear(value)
         self.ledger.producers.update(recorded.producers)
         self.ledger.failed.update(recorded.failed)
         for interrupt in recorded.pending:
@@ -230,6 +227,13 @@ class Engine:
         self._prefix = self.dialect.turn_separator() if recorded.last_end in ("done", *CUT_SHORT) else []
         self.answer.tools_text = session.tools
         self._restore = (recorded.tokens, path)
+
+    def _hear(self, text: str) -> None:
+        """A user message or a result entered the context: the loop breaker, the quotation check and
+        the copy bias know it from now on."""
+        self._heard.append(text)
+        self._quotes.add(text)
+        self.steering.learn(text)
 
     def _begin_session(self) -> None:
         self.steering.reset()
@@ -629,9 +633,7 @@ class Engine:
         self.answer.asked.extend((i.payload, len(self.answer.made)) for i in items if i.source == "user")
         for item in items:
             if item.kind != "system":  # user messages and results (call ids are learnt as calls start)
-                self._heard.append(item.payload)
-                self._quotes.add(item.payload)
-                self.steering.learn(item.payload)
+                self._hear(item.payload)
         self._outstanding.difference_update(sources)
         self.ledger.failed.update(i.source for i in items if i.kind in ("error", "cancelled"))
         self._injected += len(tokens)

@@ -221,8 +221,9 @@ class Executor:
         tool = self.tools.get(call.name)
         outcome: _Outcome
         try:
-            if (why := self.ledger.why_not(call.expr, call.call_id)) is not None or tool is None:
-                raise CallFailure(*(why or ("UnknownTool", f"there is no tool named {call.name!r}")))
+            if (why := self.ledger.why_not(call.expr, call.call_id)) is not None:
+                raise CallFailure(*why)
+            assert tool is not None  # the ledger refuses a call of a tool that does not exist
             args, kwargs = await self._resolve(call)
             arguments = tool.bind(args, kwargs)
             if tool.dangerous and not await self._confirmed(call):

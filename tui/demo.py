@@ -291,8 +291,7 @@ class DemoRecorder(SessionState):
                 lines.append(f"  started {self.at(turn.started)}, ended {self.at(turn.ended)} "
                              f"({turn.reason or 'running'}), {took} to the end of the turn")
                 for call in turn.calls:
-                    took = (f"{call.ended - call.started:.2f}s" if call.ended is not None and call.started
-                            else "")
+                    took = f"{call.took:.2f}s" if call.took is not None else ""
                     refs = f" (uses {', '.join(call.refs)})" if call.refs else ""
                     lines.append(f"  call {call.call_id:<4} {call.expr[:60]}{refs}")
                     lines.append(f"       written {self.at(call.detected)}  ran {self.at(call.started)} "

@@ -54,7 +54,7 @@ class TurnRecorder(SessionState):
             lines.append("calls:")
             width = min(48, max(len(r.expr) for r in rows))
             for r in rows:
-                took = f"{r.ended - r.started:.3f}s" if r.ended is not None and r.started is not None else ""
+                took = f"{r.took:.3f}s" if r.took is not None else ""
                 expr = r.expr if len(r.expr) <= width else r.expr[:width - 1] + "…"
                 line = (f"  {r.call_id:<6} {expr:<{width}}  detected {at(r.detected)}"
                         f"  started {at(r.started)}  {r.outcome} {at(r.ended)} {took}")
@@ -77,16 +77,17 @@ class _Row(NamedTuple):
     started: float | None
     outcome: str
     ended: float | None
+    took: float | None
     detail: str
 
 
 def _rows(turn: TurnState) -> list[_Row]:
     """The turn's calls and refused calls, in the order they were written."""
     rows = [(c.detected or 0.0, _Row(c.call_id, c.expr, c.detected, c.started,
-                                     c.outcome, c.ended,
+                                     c.outcome, c.ended, c.took,
                                      c.detail if c.state == "failed" else ""))
             for c in turn.calls]
-    rows += [(r.t, _Row(r.call_id, r.raw, None, None, "rejected", r.t, r.reason)) for r in turn.rejected]
+    rows += [(r.t, _Row(r.call_id, r.raw, None, None, "rejected", r.t, None, r.reason)) for r in turn.rejected]
     return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
